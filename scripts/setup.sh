@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up the lesson in a virtual environment at .venv/, CPU only.
+# Safe to run again: a finished set-up is reused unless the requirements change.
+# After it has run once, nothing in the lesson needs the network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.xai-lesson-setup
+WANTED=$(cat requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+
+if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 13)))'; then
+    echo "The lesson needs Python 3.10 to 3.13; '$PYTHON' is $("$PYTHON" --version 2>&1)." >&2
+    echo "Run 'make lesson PYTHON=/path/to/python3.11' or see learners/setup.md." >&2
+    exit 1
+fi
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANTED" ]; then
+    echo "Reusing the environment in $VENV/ (delete it to start again)."
+else
+    start=$(date +%s)
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+    # torch first and alone: anything else may pull a CUDA torch and ~2.5 GB of nvidia-* wheels.
+    "${PIP[@]}" torch==2.13.0
+    "${PIP[@]}" -r requirements.txt
+    "${PIP[@]}" --no-deps -r requirements-nodeps.txt
+    "${PIP[@]}" --no-deps -e .
+    if "$VENV/bin/python" -m pip list 2>/dev/null | grep -i '^nvidia-'; then
+        echo "ERROR: CUDA packages (nvidia-*) were installed, so torch is not the CPU build." >&2
+        echo "Delete $VENV/ and run the set-up again; install torch==2.13.0 before anything else." >&2
+        exit 1
+    fi
+    "$VENV/bin/python" scripts/fix_torchvision.py
+    echo "$WANTED" > "$STAMP"
+    echo "Installed the environment in $(( $(date +%s) - start )) s."
+fi
+
+# Fetch and check the data, and cache the models in a fast-loading form.
+"$VENV/bin/python" -m xai_lesson.prepare

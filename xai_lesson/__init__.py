@@ -1,0 +1,49 @@
+"""Shared plumbing and tested reference methods for the lesson
+"Explainable AI for deep learning".
+
+Each notebook starts with ``xai_lesson.notebook_setup()``. The loaders in
+``xai_lesson.models`` and ``xai_lesson.data`` work with no network; the method
+modules (saliency, probing, tracing, ...) hold the reference version of the code
+that the episodes build by hand.
+"""
+
+import os
+import random
+import warnings
+
+import numpy as np
+
+__version__ = "0.1.0"
+
+
+def seed_everything(seed=0):
+    """Seed Python, NumPy and torch so that a notebook gives the same numbers every run."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def notebook_setup(seed=0):
+    """Prepare a notebook kernel: seed everything and silence output that changes between runs.
+
+    Progress bars and library warnings that print file paths differ from one
+    machine to the next, which would make the notebook tests fail for no reason.
+    """
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    return seed_everything(seed)
