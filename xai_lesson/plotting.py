@@ -108,3 +108,25 @@ def show_layer_token_heatmap(scores, tokens, ax=None, title=None, layer_labels=N
     if colorbar_label:
         colorbar.set_label(colorbar_label)
     return ax
+
+
+def figure_dir():
+    """Where notebooks save the episodes' figures: ``episodes/fig/`` of the lesson repository.
+
+    Outside the repository (on Colab, say), figures go to ``./fig/`` instead.
+    """
+    from pathlib import Path
+
+    repository = Path(__file__).resolve().parent.parent
+    folder = repository / "episodes" / "fig" if (repository / "episodes").is_dir() else Path("fig")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_figure(fig, name):
+    """Save ``fig`` as ``name`` (a .png file name) for the episode, and return the path."""
+    if not name.endswith(".png") or "/" in name:
+        raise ValueError(f"name must be a plain file name ending in .png, got {name!r}.")
+    path = figure_dir() / name
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return path

@@ -1,0 +1,131 @@
+"""A sentiment classifier built on the MiniLM encoder, shared by the saliency and
+perturbation episodes.
+
+The encoder stays frozen. A logistic regression, fitted by scikit-learn on the
+mean-pooled last-layer states of real human-rated movie-review snippets, becomes
+the linear head. Training takes a few seconds on a CPU, and gradients still flow
+from the logits back to the word embeddings, which is what saliency methods need.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def mean_pool(hidden, attention_mask):
+    """Average token states over real tokens only: padding positions get zero weight."""
+    if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
+        raise ValueError(f"need hidden states (batch, tokens, dim) and a mask (batch, tokens); got "
+                         f"{tuple(hidden.shape)} and {tuple(attention_mask.shape)}.")
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class SentimentClassifier(nn.Module):
+    """MiniLM encoder + mean pooling + linear head. Class 0 is negative, class 1 positive."""
+
+    labels = ("negative", "positive")
+
+    def __init__(self, encoder, tokenizer):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.head = nn.Linear(encoder.config.hidden_size, 2)
+
+    def word_embeddings(self, input_ids):
+        """The encoder's input embedding of each token (before position embeddings are added)."""
+        return self.encoder.get_input_embeddings()(input_ids)
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        """Logits of shape (batch, 2). Pass ``inputs_embeds`` instead of ``input_ids`` for gradients."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds.")
+        if attention_mask is None:
+            reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
+            attention_mask = torch.ones(reference.shape[:2], dtype=torch.long)
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              inputs_embeds=inputs_embeds).last_hidden_state
+        return self.head(mean_pool(states, attention_mask))
+
+    def encode(self, texts):
+        """Tokenise a list of strings into padded tensors (input_ids, attention_mask)."""
+        texts = _check_texts(texts)
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        return batch["input_ids"], batch["attention_mask"]
+
+    @torch.no_grad()
+    def pooled(self, texts, batch_size=64):
+        """Mean-pooled last-layer states, one row per text, as a NumPy array."""
+        texts = _check_texts(texts)
+        rows = []
+        for start in range(0, len(texts), batch_size):
+            input_ids, attention_mask = self.encode(texts[start:start + batch_size])
+            states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            rows.append(mean_pool(states, attention_mask).numpy())
+        return np.concatenate(rows)
+
+    @torch.no_grad()
+    def predict_proba(self, texts, batch_size=64):
+        """Class probabilities, shape (len(texts), 2): column 1 is p(positive)."""
+        features = torch.from_numpy(self.pooled(texts, batch_size))
+        return self.head(features).softmax(-1).numpy()
+
+
+def _check_texts(texts):
+    if isinstance(texts, str):
+        raise TypeError("pass a list of strings, not one string: wrap it as [text].")
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a non-empty list of strings.")
+    return texts
+
+
+def train_sentiment_classifier(encoder, tokenizer, texts, labels, C=1.0, seed=0):
+    """Fit the linear head with scikit-learn's logistic regression on frozen encoder features.
+
+    A binary logistic regression with weights w and bias b becomes a two-logit
+    head whose logit difference (positive minus negative) is exactly w.x + b.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray(labels)
+    if labels.shape != (len(texts),) or not set(np.unique(labels)) <= {0, 1}:
+        raise ValueError(f"labels must be one 0/1 value per text; got {labels.shape[0] if labels.ndim else 0} "
+                         f"labels with values {sorted(set(labels.ravel().tolist()))[:5]} for {len(texts)} texts.")
+    classifier = SentimentClassifier(encoder, tokenizer).eval()
+    features = classifier.pooled(texts)
+    regression = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(features, labels)
+    weight = torch.tensor(regression.coef_[0], dtype=torch.float32)
+    bias = float(regression.intercept_[0])
+    with torch.no_grad():
+        classifier.head.weight.copy_(torch.stack([-weight / 2, weight / 2]))
+        classifier.head.bias.copy_(torch.tensor([-bias / 2, bias / 2]))
+    for parameter in classifier.parameters():
+        parameter.requires_grad_(False)
+    return classifier
+
+
+def sentiment_splits(n_train_per_class=1000, n_test_per_class=250, min_abs_rating=1.0, seed=0):
+    """Balanced, disjoint train and test sets of clearly positive or negative snippets."""
+    from xai_lesson.data import balanced_sample, load_sentiment
+
+    snippets = load_sentiment(min_abs_rating=min_abs_rating)
+    both = balanced_sample(snippets, n_train_per_class + n_test_per_class, seed=seed)
+    labels = np.asarray(both["label"])
+    test_rows = np.concatenate([np.flatnonzero(labels == value)[:n_test_per_class] for value in (0, 1)])
+    train_rows = np.setdiff1d(np.arange(len(both)), test_rows)
+    return both.select(train_rows), both.select(np.sort(test_rows))
+
+
+def build_sentiment_classifier(n_train_per_class=1000, seed=0):
+    """The lesson's sentiment classifier, as the saliency episode builds it.
+
+    Returns ``(classifier, train, test)``: the classifier, and the datasets it was
+    trained and can be evaluated on. Takes about 10 s on two CPU cores.
+    """
+    from xai_lesson.models import load_text_encoder
+
+    encoder, tokenizer = load_text_encoder()
+    train, test = sentiment_splits(n_train_per_class=n_train_per_class, seed=seed)
+    classifier = train_sentiment_classifier(encoder, tokenizer, train["text"], train["label"], seed=seed)
+    return classifier, train, test
