@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+# PyTorch's CPU wheels. Where that index cannot be reached, pip falls back to PyPI,
+# whose Linux torchvision is a CUDA build: scripts/fix_torchvision.py handles that.
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 VENV=.venv
 STAMP=$VENV/.xai-lesson-setup
 WANTED=$(cat requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
@@ -22,8 +25,9 @@ else
     start=$(date +%s)
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-    # torch first and alone: anything else may pull a CUDA torch and ~2.5 GB of nvidia-* wheels.
-    "${PIP[@]}" torch==2.13.0
+    # torch first: anything else may pull a CUDA torch and ~2.5 GB of nvidia-* wheels.
+    # A local +cpu build sorts above PyPI's plain build, so the CPU index wins where it is reachable.
+    "${PIP[@]}" --retries 1 --extra-index-url "$TORCH_INDEX_URL" torch==2.13.0 torchvision==0.28.0
     "${PIP[@]}" -r requirements.txt
     "${PIP[@]}" --no-deps -r requirements-nodeps.txt
     "${PIP[@]}" --no-deps -e .

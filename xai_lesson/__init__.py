@@ -39,6 +39,7 @@ def notebook_setup(seed=0):
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*torchvision.*")
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     import datasets
     import transformers
 

@@ -58,7 +58,7 @@ def fit(model, inputs, labels, epochs=5, batch_size=64, lr=3e-3, seed=0):
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         losses.append(total / len(inputs))
     model.eval()
     return losses

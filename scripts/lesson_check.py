@@ -1,0 +1,249 @@
+"""Check the lesson's Markdown the way the Carpentries Workbench validator does, and more.
+
+    python scripts/lesson_check.py        # prints one line per problem; exit 1 if any
+
+Each rule has a short name, printed with every problem it finds:
+
+  divs        fenced divs are ones the Workbench knows, and they balance
+  nesting     solution and hint divs sit inside a challenge; each challenge has a solution
+  sections    questions, objectives and keypoints exist; the first two lead, keypoints is last
+  front-matter  an episode's front matter has title, teaching and exercises (minutes)
+  headings    headings start at level 2, never skip a level, and none is level 1
+  alt-text    every image has alt text
+  links       relative links and images point at files that exist
+  link-text   link text says where it goes (not "here" or "this link")
+  code-lang   every code block names its language
+  config      config.yaml's episodes and the files in episodes/ match, both ways
+  pairing     episodes and notebooks pair one to one, and link to each other
+"""
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+KNOWN_DIVS = {"callout", "objectives", "questions", "challenge", "prereq", "checklist", "solution",
+              "hint", "discussion", "testimonial", "keypoints", "instructor", "spoiler", "tab",
+              "group-tab", "caution"}
+NESTED_IN_CHALLENGE = {"solution", "hint"}
+VAGUE_LINK_TEXT = {"here", "click here", "this link", "link", "this", "this page", "read more",
+                   "more", "go", "there"}
+DIV_LINE = re.compile(r"^(:{3,})\s*(?:\{\.?([\w-]+)[^}]*\}|([\w-]+))?\s*$")
+HEADING = re.compile(r"^(#{1,6})\s+\S")
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)[^)]*\)(\{[^}]*\})?")
+LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)[^)]*\)")
+ALT = re.compile(r"""alt\s*=\s*(['"])(.*?)\1""", re.S)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    line: int
+    rule: str
+    message: str
+
+    def __str__(self):
+        return f"{self.path}:{self.line}: [{self.rule}] {self.message}"
+
+
+def _split_front_matter(text):
+    """Return (front matter dict or None, number of lines it takes, body lines)."""
+    lines = text.splitlines()
+    if lines and lines[0].strip() == "---":
+        for end in range(1, len(lines)):
+            if lines[end].strip() == "---":
+                meta = yaml.safe_load("\n".join(lines[1:end])) or {}
+                return meta, end + 1, lines[end + 1:]
+    return None, 0, lines
+
+
+def _prose_lines(lines, offset):
+    """(line number, text) for lines outside fenced code blocks; also report code fences."""
+    in_code = False
+    prose, fences = [], []
+    for number, line in enumerate(lines, start=offset + 1):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            if not in_code:
+                fences.append((number, stripped[3:].strip()))
+            in_code = not in_code
+            continue
+        if not in_code:
+            prose.append((number, line))
+    return prose, fences
+
+
+def check_markdown(text, path, episode=False, root=None):
+    """All per-file rules on one Markdown file. ``episode`` adds the episode-only rules."""
+    path = Path(path)
+    name = str(path if root is None else path.relative_to(root))
+    problems = []
+
+    def report(line, rule, message):
+        problems.append(Problem(name, line, rule, message))
+
+    meta, offset, body = _split_front_matter(text)
+    prose, fences = _prose_lines(body, offset)
+
+    if episode:
+        if meta is None:
+            report(1, "front-matter", "an episode starts with YAML front matter between --- lines")
+        else:
+            for key in ("title", "teaching", "exercises"):
+                if key not in meta:
+                    report(1, "front-matter", f"front matter lacks '{key}'")
+            for key in ("teaching", "exercises"):
+                if key in meta and (not isinstance(meta[key], int) or meta[key] < 0):
+                    report(1, "front-matter", f"'{key}' must be whole minutes, got {meta[key]!r}")
+
+    for number, language in fences:
+        if not language:
+            report(number, "code-lang", "code block has no language: write ```python, ```bash or ```output")
+
+    # Fenced divs: known names, balance, nesting, order.
+    stack, order = [], []
+    challenge_has_solution = {}
+    for number, line in prose:
+        match = DIV_LINE.match(line.strip())
+        if not match:
+            continue
+        div = match.group(2) or match.group(3)
+        if div is None:
+            if not stack:
+                report(number, "divs", "closing ':::' with no open div")
+            else:
+                stack.pop()
+            continue
+        if div not in KNOWN_DIVS:
+            report(number, "divs", f"unknown div '{div}'; the Workbench knows {sorted(KNOWN_DIVS)}")
+        if div in NESTED_IN_CHALLENGE:
+            if "challenge" not in [d for d, _ in stack]:
+                report(number, "nesting", f"a '{div}' div must sit inside a 'challenge' div")
+            else:
+                challenge_has_solution[max(n for d, n in stack if d == "challenge")] = True
+        if div == "challenge":
+            challenge_has_solution.setdefault(number, False)
+        if not stack:
+            order.append((number, div))
+        stack.append((div, number))
+    for div, number in stack:
+        report(number, "divs", f"the '{div}' div opened here is never closed")
+    for number, has_solution in challenge_has_solution.items():
+        if not has_solution:
+            report(number, "nesting", "this challenge has no solution div")
+
+    if episode:
+        top_level = [div for _, div in order]
+        for section in ("questions", "objectives", "keypoints"):
+            if section not in top_level:
+                report(1, "sections", f"the episode has no '{section}' div")
+        if top_level[:2] not in (["questions", "objectives"], ["objectives", "questions"]):
+            report(order[0][0] if order else 1, "sections",
+                   "the 'questions' and 'objectives' divs come first")
+        if top_level and top_level[-1] != "keypoints":
+            report(order[-1][0], "sections", "the 'keypoints' div comes last")
+
+    # Headings.
+    previous = 1
+    for number, line in prose:
+        match = HEADING.match(line)
+        if not match:
+            continue
+        level = len(match.group(1))
+        if level == 1:
+            report(number, "headings", "no level-1 headings: the title comes from the front matter")
+        elif level > previous + 1:
+            report(number, "headings", f"heading jumps from level {previous} to {level}")
+        previous = max(level, 2)
+
+    # Images and links.
+    base = path.parent
+    for number, line in prose:
+        for alt_match in IMAGE.finditer(line):
+            attributes = alt_match.group(3) or ""
+            alt = ALT.search(attributes)
+            if not alt or not alt.group(2).strip():
+                report(number, "alt-text", f"image {alt_match.group(2)} has no alt text: add {{alt='...'}}")
+            _check_target(alt_match.group(2), base, number, report)
+        for link in LINK.finditer(line):
+            text, target = link.group(1), link.group(2)
+            words = re.sub(r"[^\w\s]", "", text).strip().lower()
+            if words in VAGUE_LINK_TEXT:
+                report(number, "link-text", f"link text '{text}' does not say where it goes")
+            _check_target(target, base, number, report)
+    return problems
+
+
+def _check_target(target, base, number, report):
+    if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+        return
+    relative = target.split("#", 1)[0].split("?", 1)[0]
+    if relative and not (base / relative).exists():
+        report(number, "links", f"'{target}' points at a file that does not exist")
+
+
+def check_lesson(root):
+    """Every rule over the whole lesson at ``root``. Returns a list of problems."""
+    root = Path(root)
+    problems = []
+    episodes_dir = root / "episodes"
+    config = yaml.safe_load((root / "config.yaml").read_text()) or {}
+    listed = list(config.get("episodes") or [])
+    present = sorted(p.name for p in episodes_dir.glob("*.md"))
+    for name in listed:
+        if name not in present:
+            problems.append(Problem("config.yaml", 1, "config", f"lists {name}, which is not in episodes/"))
+    for name in present:
+        if name not in listed:
+            problems.append(Problem(f"episodes/{name}", 1, "config", "is not listed in config.yaml's episodes"))
+    for section in ("learners", "instructors", "profiles"):
+        for name in config.get(section) or []:
+            if not (root / section / name).exists():
+                problems.append(Problem("config.yaml", 1, "config", f"lists {section}/{name}, which does not exist"))
+
+    notebooks = sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
+    for stem in sorted({Path(n).stem for n in present} - set(notebooks)):
+        problems.append(Problem(f"episodes/{stem}.md", 1, "pairing", f"has no notebook notebooks/{stem}.ipynb"))
+    for stem in sorted(set(notebooks) - {Path(n).stem for n in present}):
+        problems.append(Problem(f"notebooks/{stem}.ipynb", 1, "pairing", f"has no episode episodes/{stem}.md"))
+
+    for path in sorted(episodes_dir.glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        problems += check_markdown(text, path, episode=True, root=root)
+        notebook = root / "notebooks" / f"{path.stem}.ipynb"
+        if notebook.exists():
+            problems += check_pair(text, notebook, path.stem, root)
+    for folder in ("learners", "instructors", "profiles"):
+        for path in sorted((root / folder).glob("*.md")):
+            problems += check_markdown(path.read_text(encoding="utf-8"), path, root=root)
+    return problems
+
+
+def check_pair(episode_text, notebook_path, stem, root):
+    """The episode links to its notebook, and the notebook names its episode."""
+    problems = []
+    if f"../notebooks/{stem}.ipynb" not in episode_text:
+        problems.append(Problem(f"episodes/{stem}.md", 1, "pairing",
+                                f"does not link to its notebook ../notebooks/{stem}.ipynb"))
+    notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
+    first = "".join(notebook["cells"][0]["source"]) if notebook.get("cells") else ""
+    if f"../episodes/{stem}.md" not in first:
+        problems.append(Problem(f"notebooks/{stem}.ipynb", 1, "pairing",
+                                f"its first cell does not link to its episode ../episodes/{stem}.md"))
+    return problems
+
+
+def main():
+    root = Path(__file__).resolve().parent.parent
+    problems = check_lesson(root)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problem(s) found." if problems else "The lesson passes every check.")
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

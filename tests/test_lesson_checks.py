@@ -1,0 +1,173 @@
+"""The lesson checks: the real lesson passes, and each rule catches a broken example."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("lesson_check", ROOT / "scripts" / "lesson_check.py")
+lesson_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lesson_check)
+
+GOOD = """---
+title: "A good episode"
+teaching: 10
+exercises: 5
+---
+
+:::::::::::::: questions
+
+- Why?
+
+::::::::::::::
+
+:::::::::::::: objectives
+
+- Learn.
+
+::::::::::::::
+
+## A section
+
+Read [the introduction](01-intro.md) first.
+
+![A figure.](fig/plot.png){alt='A line rising from left to right.'}
+
+```python
+print(1)
+```
+
+```output
+1
+```
+
+### A subsection
+
+::::::::::::::::: challenge
+
+## Challenge 1: Try it
+
+Do it.
+
+:::::::: solution
+
+## Solution
+
+Done.
+
+::::::::
+
+:::::::::::::::::
+
+:::::::::::::: keypoints
+
+- Done.
+
+::::::::::::::
+"""
+
+
+@pytest.fixture
+def episode_dir(tmp_path):
+    (tmp_path / "fig").mkdir()
+    (tmp_path / "fig" / "plot.png").write_bytes(b"png")
+    (tmp_path / "01-intro.md").write_text("intro")
+    return tmp_path
+
+
+def rules(text, folder):
+    path = folder / "02-good.md"
+    path.write_text(text)
+    return {problem.rule for problem in lesson_check.check_markdown(text, path, episode=True)}
+
+
+def test_the_good_example_passes(episode_dir):
+    assert rules(GOOD, episode_dir) == set()
+
+
+BROKEN = {
+    "unknown div": ("::::::::::::::::: challenge", "::::::::::::::::: exercise", "divs"),
+    "unclosed div": (":::::::: solution\n\n## Solution\n\nDone.\n\n::::::::\n",
+                     ":::::::: solution\n\n## Solution\n\nDone.\n\n", "divs"),
+    "stray closing": ("### A subsection", "### A subsection\n\n:::::\n", "divs"),
+    "solution outside challenge": ("## A section", ":::: solution\n\nx\n\n::::\n\n## A section", "nesting"),
+    "challenge without solution": (":::::::: solution\n\n## Solution\n\nDone.\n\n::::::::\n", "Done.\n", "nesting"),
+    "no keypoints": (":::::::::::::: keypoints\n\n- Done.\n\n::::::::::::::\n", "", "sections"),
+    "no questions": (":::::::::::::: questions\n\n- Why?\n\n::::::::::::::\n", "", "sections"),
+    "no teaching minutes": ("teaching: 10\n", "", "front-matter"),
+    "minutes not a number": ("exercises: 5", "exercises: five", "front-matter"),
+    "level-1 heading": ("## A section", "# A section", "headings"),
+    "skipped level": ("### A subsection", "#### A subsection", "headings"),
+    "no alt text": ("{alt='A line rising from left to right.'}", "", "alt-text"),
+    "empty alt text": ("{alt='A line rising from left to right.'}", "{alt=''}", "alt-text"),
+    "missing image": ("fig/plot.png", "fig/missing.png", "links"),
+    "missing link target": ("(01-intro.md)", "(01-missing.md)", "links"),
+    "vague link text": ("[the introduction]", "[here]", "link-text"),
+    "code without language": ("```python", "```", "code-lang"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_each_rule_catches_a_broken_episode(case, episode_dir):
+    old, new, rule = BROKEN[case]
+    assert old in GOOD, f"the broken example {case!r} no longer applies to GOOD"
+    assert rule in rules(GOOD.replace(old, new, 1), episode_dir)
+
+
+def test_keypoints_must_come_last(episode_dir):
+    keypoints = ":::::::::::::: keypoints\n\n- Done.\n\n::::::::::::::\n"
+    moved = GOOD.replace(keypoints, "").replace("## A section", keypoints + "\n## A section")
+    assert "sections" in rules(moved, episode_dir)
+
+
+def make_lesson(root, episodes_listed, episode_files, notebook_stems):
+    (root / "episodes").mkdir()
+    (root / "notebooks").mkdir()
+    (root / "config.yaml").write_text("episodes:\n" + "".join(f"- {e}\n" for e in episodes_listed))
+    for name in episode_files:
+        stem = Path(name).stem
+        (root / "episodes" / name).write_text(GOOD.replace("(01-intro.md)", f"(../notebooks/{stem}.ipynb)")
+                                              .replace("![A figure.](fig/plot.png){alt='A line rising "
+                                                       "from left to right.'}", ""))
+    for stem in notebook_stems:
+        cell = {"cell_type": "markdown", "metadata": {},
+                "source": [f"Accompanies [the episode](../episodes/{stem}.md)."]}
+        (root / "notebooks" / f"{stem}.ipynb").write_text(json.dumps({"cells": [cell]}))
+    return root
+
+
+def test_a_consistent_small_lesson_passes(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    assert lesson_check.check_lesson(lesson) == []
+
+
+def test_config_must_list_every_episode(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md", "02-b.md"], ["01-a", "02-b"])
+    assert [p.rule for p in lesson_check.check_lesson(lesson)] == ["config"]
+
+
+def test_config_must_not_list_missing_episodes(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md", "02-b.md"], ["01-a.md"], ["01-a"])
+    assert [p.rule for p in lesson_check.check_lesson(lesson)] == ["config"]
+
+
+def test_every_episode_needs_a_notebook_and_back(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a", "02-b"])
+    assert [p.rule for p in lesson_check.check_lesson(lesson)] == ["pairing"]
+    (lesson / "notebooks" / "02-b.ipynb").unlink()
+    (lesson / "notebooks" / "01-a.ipynb").unlink()
+    assert "pairing" in [p.rule for p in lesson_check.check_lesson(lesson)]
+
+
+def test_notebook_must_name_its_episode(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    notebook = lesson / "notebooks" / "01-a.ipynb"
+    notebook.write_text(notebook.read_text().replace("../episodes/01-a.md", "somewhere.md"))
+    assert [p.rule for p in lesson_check.check_lesson(lesson)] == ["pairing"]
+
+
+def test_the_lesson_passes_every_check():
+    problems = lesson_check.check_lesson(ROOT)
+    assert not problems, "\n".join(map(str, problems))
