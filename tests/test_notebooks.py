@@ -1,0 +1,94 @@
+"""The notebooks as files: executed, paired, budgeted, Colab-ready, and their code-along copies current.
+
+nbval (run by `make test` on notebooks/) re-executes them and compares outputs;
+these tests check what nbval does not.
+"""
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PLACEHOLDER = re.compile(r"^\s*\.\.\.\s*$|=\s*\.\.\.\s*(#.*)?$|\bTODO\b|\bpass\s*#", re.M)
+
+
+def load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def code_cells(notebook):
+    return [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_there_is_a_notebook_per_episode():
+    assert [p.stem for p in NOTEBOOKS] == sorted(p.stem for p in (ROOT / "episodes").glob("*.md"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_executed_in_order_without_errors(path):
+    cells = code_cells(load(path))
+    counts = [cell["execution_count"] for cell in cells]
+    assert None not in counts, "a code cell was never run: execute with scripts/run_lesson.py --in-place"
+    assert counts == sorted(counts), "cells were run out of order"
+    for cell in cells:
+        for output in cell["outputs"]:
+            assert output["output_type"] != "error", "".join(cell["source"])[:200]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_declares_its_episode_and_budgets(path):
+    meta = load(path)["metadata"]["xai_lesson"]
+    assert meta["episode"] == f"episodes/{path.stem}.md"
+    assert meta["time_budget_s"] <= 120 and meta["memory_budget_mb"] <= 2000
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_starts_with_the_colab_cell_then_seeds(path):
+    cells = code_cells(load(path))
+    assert "".join(cells[0]["source"]) == script("colab_cell").COLAB_CELL
+    assert cells[0]["outputs"] == []
+    assert "xai_lesson.notebook_setup(" in "".join(cells[1]["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_code_has_no_placeholders_or_eval(path):
+    for cell in code_cells(load(path)):
+        source = "".join(cell["source"])
+        assert not PLACEHOLDER.search(source), f"placeholder in: {source[:200]}"
+        assert not re.search(r"\beval\(", source), "no eval in the lesson's code"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_solutions_are_tagged_and_there_are_exercises(path):
+    solutions = [c for c in code_cells(load(path)) if "solution" in c["metadata"].get("tags", [])]
+    assert len(solutions) >= 3, "each episode has at least three exercises with solutions"
+
+
+def test_code_along_notebooks_are_up_to_date():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_code_along.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_code_along_drops_solutions_and_outputs():
+    make = script("make_code_along")
+    source = load(NOTEBOOKS[0])
+    generated = load(ROOT / "notebooks" / "code-along" / NOTEBOOKS[0].name)
+    solutions = ["".join(c["source"]) for c in code_cells(source) if "solution" in c["metadata"].get("tags", [])]
+    generated_sources = ["".join(c["source"]) for c in code_cells(generated)]
+    assert not set(solutions) & set(generated_sources)
+    assert generated_sources.count(make.EXERCISE_CELL) == len(solutions)
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code_cells(generated))
