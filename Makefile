@@ -4,12 +4,14 @@
 PYTHON ?= python3
 VENV_PYTHON := .venv/bin/python
 
-.PHONY: help setup lesson test notebooks clean
+.PHONY: help setup lesson test notebooks preview check clean
 
 help:
 	@echo "make lesson    set up .venv/ (first time only) and run every notebook, with a timing table"
 	@echo "make test      set up if needed, then run all the tests"
 	@echo "make notebooks (authors) re-execute the notebooks in place, to commit their outputs"
+	@echo "make preview   build the offline website preview in build/site/"
+	@echo "make check     check your set-up: versions, models and data, with fixes"
 	@echo "make clean     remove build/ (keeps .venv/ and the data)"
 
 setup:
@@ -23,6 +25,12 @@ test: setup
 
 notebooks: setup
 	$(VENV_PYTHON) scripts/run_lesson.py --in-place
+
+preview: setup
+	$(VENV_PYTHON) scripts/build_site.py
+
+check: setup
+	$(VENV_PYTHON) -m xai_lesson.check_setup
 
 clean:
 	rm -rf build

@@ -216,6 +216,8 @@ def check_lesson(root):
         notebook = root / "notebooks" / f"{path.stem}.ipynb"
         if notebook.exists():
             problems += check_pair(text, notebook, path.stem, root)
+    if (root / "index.md").exists():
+        problems += check_markdown((root / "index.md").read_text(encoding="utf-8"), root / "index.md", root=root)
     for folder in ("learners", "instructors", "profiles"):
         for path in sorted((root / folder).glob("*.md")):
             problems += check_markdown(path.read_text(encoding="utf-8"), path, root=root)
