@@ -15,6 +15,8 @@ Each rule has a short name, printed with every problem it finds:
   code-lang   every code block names its language
   config      config.yaml's episodes and the files in episodes/ match, both ways
   pairing     episodes and notebooks pair one to one, and link to each other
+  schedule    instructors/schedule.md gives each episode its teaching + exercises minutes,
+              every listed episode appears in it, and each row starts when the one before ends
 """
 
 import json
@@ -36,6 +38,7 @@ HEADING = re.compile(r"^(#{1,6})\s+\S")
 IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)[^)]*\)(\{[^}]*\})?")
 LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)[^)]*\)")
 ALT = re.compile(r"""alt\s*=\s*(['"])(.*?)\1""", re.S)
+SCHEDULE_ROW = re.compile(r"^\|\s*(\d{1,2}):(\d{2})\s*\|(.*)\|\s*(\d+)\s*\|\s*$")
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,43 @@ def check_lesson(root):
     for folder in ("learners", "instructors", "profiles"):
         for path in sorted((root / folder).glob("*.md")):
             problems += check_markdown(path.read_text(encoding="utf-8"), path, root=root)
+    schedule = root / "instructors" / "schedule.md"
+    if schedule.exists():
+        problems += check_schedule(schedule.read_text(encoding="utf-8"), listed, episodes_dir)
+    return problems
+
+
+def check_schedule(text, listed, episodes_dir):
+    """Schedule rows are `| HH:MM | what | minutes |`; episode rows link to ../episodes/NAME.md."""
+    problems, seen, previous_end = [], set(), None
+
+    def report(number, message):
+        problems.append(Problem("instructors/schedule.md", number, "schedule", message))
+
+    for number, line in enumerate(text.splitlines(), 1):
+        row = SCHEDULE_ROW.match(line.strip())
+        if not row:
+            previous_end = None if not line.strip().startswith("|") else previous_end
+            continue
+        start = int(row[1]) * 60 + int(row[2])
+        minutes = int(row[4])
+        if previous_end is not None and start != previous_end:
+            report(number, f"starts at {row[1]}:{row[2]}, but the row before ends at "
+                           f"{previous_end // 60:02d}:{previous_end % 60:02d}")
+        previous_end = start + minutes
+        for name in re.findall(r"\.\./episodes/([\w-]+\.md)", row[3]):
+            seen.add(name)
+            path = episodes_dir / name
+            if not path.exists():
+                report(number, f"links to {name}, which is not in episodes/")
+                continue
+            meta, _, _ = _split_front_matter(path.read_text(encoding="utf-8"))
+            expected = int((meta or {}).get("teaching", 0)) + int((meta or {}).get("exercises", 0))
+            if minutes != expected:
+                report(number, f"gives {name} {minutes} minutes, but its teaching + exercises add up to {expected}")
+    for name in listed:
+        if name not in seen:
+            report(1, f"does not schedule {name}")
     return problems
 
 

@@ -168,6 +168,30 @@ def test_notebook_must_name_its_episode(tmp_path):
     assert [p.rule for p in lesson_check.check_lesson(lesson)] == ["pairing"]
 
 
+def write_schedule(lesson, rows):
+    (lesson / "instructors").mkdir(exist_ok=True)
+    table = "| start | what | minutes |\n|---|---|---|\n" + "".join(f"| {r} |\n" for r in rows)
+    (lesson / "instructors" / "schedule.md").write_text("---\ntitle: Schedule\n---\n\n" + table)
+
+
+def test_a_schedule_that_adds_up_passes(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    write_schedule(lesson, ["09:00 | Welcome | 10", "09:10 | [A](../episodes/01-a.md) | 15", "09:25 | Break | 5"])
+    assert lesson_check.check_lesson(lesson) == []
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["09:00 | [A](../episodes/01-a.md) | 20"], "teaching + exercises add up to 15"),
+    (["09:00 | Welcome | 10", "09:15 | [A](../episodes/01-a.md) | 15"], "the row before ends at 09:10"),
+    (["09:00 | Welcome | 10"], "does not schedule 01-a.md"),
+])
+def test_the_schedule_must_match_the_episodes(tmp_path, rows, message):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    write_schedule(lesson, rows)
+    problems = lesson_check.check_lesson(lesson)
+    assert [p.rule for p in problems] == ["schedule"] and message in problems[0].message
+
+
 def test_the_lesson_passes_every_check():
     problems = lesson_check.check_lesson(ROOT)
     assert not problems, "\n".join(map(str, problems))
