@@ -219,6 +219,7 @@ def check_lesson(root):
         notebook = root / "notebooks" / f"{path.stem}.ipynb"
         if notebook.exists():
             problems += check_pair(text, notebook, path.stem, root)
+            problems += check_outputs(text, notebook, path.stem)
     if (root / "index.md").exists():
         problems += check_markdown((root / "index.md").read_text(encoding="utf-8"), root / "index.md", root=root)
     for folder in ("learners", "instructors", "profiles"):
@@ -261,6 +262,31 @@ def check_schedule(text, listed, episodes_dir):
     for name in listed:
         if name not in seen:
             report(1, f"does not schedule {name}")
+    return problems
+
+
+def notebook_output_lines(notebook_path):
+    """Every line the notebook printed (streams and plain-text results), right-stripped."""
+    notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
+    lines = set()
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            text = output.get("text") or output.get("data", {}).get("text/plain") or ""
+            lines.update(line.rstrip() for line in "".join(text).splitlines())
+    return lines
+
+
+def check_outputs(episode_text, notebook_path, stem):
+    """Every line of every ```output block in the episode is a line the notebook printed."""
+    printed = notebook_output_lines(notebook_path)
+    problems = []
+    for match in re.finditer(r"^```output\n(.*?)^```", episode_text, flags=re.MULTILINE | re.DOTALL):
+        first_line = episode_text.count("\n", 0, match.start()) + 2
+        for offset, line in enumerate(match.group(1).splitlines()):
+            if line.strip() and line.rstrip() not in printed:
+                problems.append(Problem(f"episodes/{stem}.md", first_line + offset, "outputs",
+                                        f"{line.strip()[:60]!r} is not in the output of notebooks/{stem}.ipynb: "
+                                        "copy outputs from the executed notebook"))
     return problems
 
 

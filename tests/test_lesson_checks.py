@@ -134,7 +134,9 @@ def make_lesson(root, episodes_listed, episode_files, notebook_stems):
     for stem in notebook_stems:
         cell = {"cell_type": "markdown", "metadata": {},
                 "source": [f"Accompanies [the episode](../episodes/{stem}.md)."]}
-        (root / "notebooks" / f"{stem}.ipynb").write_text(json.dumps({"cells": [cell]}))
+        printed = {"cell_type": "code", "metadata": {}, "source": ["print(1)"], "execution_count": 1,
+                   "outputs": [{"output_type": "stream", "name": "stdout", "text": ["1\n"]}]}
+        (root / "notebooks" / f"{stem}.ipynb").write_text(json.dumps({"cells": [cell, printed]}))
     return root
 
 
@@ -166,6 +168,14 @@ def test_notebook_must_name_its_episode(tmp_path):
     notebook = lesson / "notebooks" / "01-a.ipynb"
     notebook.write_text(notebook.read_text().replace("../episodes/01-a.md", "somewhere.md"))
     assert [p.rule for p in lesson_check.check_lesson(lesson)] == ["pairing"]
+
+
+def test_episode_outputs_must_come_from_the_notebook(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    episode = lesson / "episodes" / "01-a.md"
+    episode.write_text(episode.read_text().replace("```output\n1\n```", "```output\n2\n```"))
+    problems = lesson_check.check_lesson(lesson)
+    assert [p.rule for p in problems] == ["outputs"] and "'2' is not in the output" in problems[0].message
 
 
 def write_schedule(lesson, rows):
