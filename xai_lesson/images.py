@@ -57,14 +57,24 @@ def preprocess(image, size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def unnormalise(x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-    """Undo ``preprocess``: a (1, 3, H, W) or (3, H, W) tensor -> H x W x 3 float array in [0, 1]."""
-    if not torch.is_tensor(x) or x.ndim not in (3, 4) or x.shape[-3] != 3:
-        raise ValueError("unnormalise expects a tensor of shape (1, 3, H, W) or (3, H, W), got "
+def one_image(x, caller, channels=None):
+    """Check that ``x`` holds one image, (1, C, H, W) or (C, H, W), and return it as (C, H, W).
+
+    ``caller`` names the function in the error message; ``channels`` fixes C if given.
+    """
+    c = "C" if channels is None else str(channels)
+    if not torch.is_tensor(x) or x.ndim not in (3, 4) or (channels is not None and x.shape[-3] != channels):
+        raise ValueError(f"{caller} expects a tensor of shape (1, {c}, H, W) or ({c}, H, W), got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}.")
     if x.ndim == 4:
         if x.shape[0] != 1:
-            raise ValueError(f"unnormalise takes one image, got a batch of {x.shape[0]}.")
+            raise ValueError(f"{caller} takes one image, got a batch of {x.shape[0]}: pass x[i:i + 1].")
         x = x[0]
+    return x
+
+
+def unnormalise(x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+    """Undo ``preprocess``: a (1, 3, H, W) or (3, H, W) tensor -> H x W x 3 float array in [0, 1]."""
+    x = one_image(x, "unnormalise", channels=3)
     array = x.detach().cpu().permute(1, 2, 0).numpy()
     return np.clip(array * np.asarray(std) + np.asarray(mean), 0.0, 1.0)

@@ -1,0 +1,166 @@
+"""Reference saliency methods: shapes, completeness, batching and errors on bad input."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xai_lesson import saliency
+
+
+def small_net(seed=0):
+    """A tiny random-init CNN with smooth activations (so IG converges quickly)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(16, 3)).eval()
+
+
+def image(seed=1, n=1):
+    return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("method", [
+    lambda m, x, t: saliency.input_gradients(m, x, t),
+    lambda m, x, t: saliency.gradient_times_input(m, x, t),
+    lambda m, x, t: saliency.smoothgrad(m, x, t, n_samples=4),
+    lambda m, x, t: saliency.integrated_gradients(m, x, t, steps=8),
+    lambda m, x, t: saliency.occlusion(m, x, t, window=3, stride=2),
+], ids=["gradient", "gradient_x_input", "smoothgrad", "ig", "occlusion"])
+def test_attributions_are_shaped_like_the_input(method):
+    x = image()
+    attribution = method(small_net(), x, 2)
+    assert attribution.shape == x.shape
+    assert torch.isfinite(attribution).all() and attribution.abs().sum() > 0
+
+
+def test_gradient_of_a_linear_model_is_its_weight_row():
+    linear = nn.Linear(6, 3)
+    x = torch.randn(2, 6)
+    gradient = saliency.input_gradients(linear, x, 1)
+    assert torch.allclose(gradient, linear.weight[1].expand(2, -1))
+    times_input = saliency.gradient_times_input(linear, x, 1)
+    assert torch.allclose(times_input.sum(1), linear(x)[:, 1] - linear.bias[1], atol=1e-5)
+
+
+def test_integrated_gradients_is_complete():
+    model, x = small_net(), image()
+    for rule in saliency.RULES[:2]:
+        ig = saliency.integrated_gradients(model, x, 0, steps=64, rule=rule)
+        error = saliency.completeness(model, x, 0, ig)["relative_error"].item()
+        assert error < 0.01, (rule, error)
+
+
+def test_integrated_gradients_error_shrinks_with_more_steps():
+    model, x = small_net(), image()
+    errors = [saliency.completeness(model, x, 0, saliency.integrated_gradients(model, x, 0, steps=s,
+                                                                               rule="left"))["relative_error"].item()
+              for s in (2, 32)]
+    assert errors[1] < errors[0]
+
+
+def test_integrated_gradients_with_a_baseline():
+    model, x = small_net(), image()
+    baseline = torch.full_like(x, 0.5)
+    ig = saliency.integrated_gradients(model, x, 1, baseline=baseline, steps=64)
+    assert saliency.completeness(model, x, 1, ig, baseline=baseline)["relative_error"].item() < 0.01
+    # Where the input equals the baseline, IG gives exactly zero.
+    x_same = x.clone()
+    x_same[..., :2, :] = 0.5
+    ig_same = saliency.integrated_gradients(model, x_same, 1, baseline=baseline, steps=8)
+    assert (ig_same[..., :2, :] == 0).all()
+    assert torch.allclose(saliency.integrated_gradients(model, x, 1, baseline=None, steps=8),
+                          saliency.integrated_gradients(model, x, 1, baseline=0.0, steps=8))
+
+
+def test_batched_and_unbatched_integrated_gradients_agree():
+    model, x = small_net(), image(n=2)
+    whole = saliency.integrated_gradients(model, x, [0, 2], steps=10)
+    for batch_size in (1, 3, 7):
+        assert torch.allclose(whole, saliency.integrated_gradients(model, x, [0, 2], steps=10,
+                                                                   batch_size=batch_size), atol=1e-6)
+    # Rows of a batch are explained independently.
+    single = saliency.integrated_gradients(model, x[1:], 2, steps=10)
+    assert torch.allclose(whole[1:], single, atol=1e-6)
+
+
+def test_integrated_gradients_runs_steps_as_batches():
+    model, calls = small_net(), []
+    hook = model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    saliency.integrated_gradients(model, image(), 0, steps=20, batch_size=8)
+    hook.remove()
+    assert calls == [8, 8, 4]
+
+
+def test_smoothgrad_is_seeded_and_is_the_gradient_without_noise():
+    model, x = small_net(), image()
+    a = saliency.smoothgrad(model, x, 1, n_samples=5, seed=3)
+    assert torch.allclose(a, saliency.smoothgrad(model, x, 1, n_samples=5, seed=3, batch_size=2), atol=1e-7)
+    assert not torch.equal(a, saliency.smoothgrad(model, x, 1, n_samples=5, seed=4))
+    assert torch.allclose(saliency.smoothgrad(model, x, 1, n_samples=3, noise_level=0.0),
+                          saliency.input_gradients(model, x, 1), atol=1e-6)
+
+
+def test_occlusion_finds_the_only_pixels_that_matter():
+    def model(x):  # the score of class 0 is the sum of the top-left 2 x 2 pixels
+        score = x[:, :, :2, :2].sum((1, 2, 3))
+        return torch.stack([score, -score], 1)
+
+    x = torch.ones(1, 3, 8, 8)
+    attribution = saliency.occlusion(model, x, 0, window=2, stride=2)
+    assert torch.allclose(attribution[0, :, :2, :2], torch.full((3, 2, 2), 12.0))
+    assert (attribution[0, :, 2:, :] == 0).all() and (attribution[0, :, :, 2:] == 0).all()
+    # A stride that does not divide the size still covers every pixel.
+    assert torch.isfinite(saliency.occlusion(model, x, 0, window=3, stride=2)).all()
+
+
+def test_occlusion_over_tokens():
+    def model(e):
+        score = e[:, 1].sum(-1)
+        return torch.stack([score, -score], 1)
+
+    embeddings = torch.ones(1, 4, 5)
+    attribution = saliency.occlusion(model, embeddings, 0, window=(1, 5), stride=(1, 5))
+    assert torch.allclose(attribution[0, :, 0], torch.tensor([0.0, 5.0, 0.0, 0.0]))
+
+
+def test_helpers_for_maps():
+    attribution = torch.tensor([[[[1.0, -2.0]], [[-3.0, 4.0]]]])
+    assert saliency.to_heatmap(attribution).tolist() == [[4.0, 6.0]]
+    assert saliency.to_heatmap(attribution, absolute=False).tolist() == [[-2.0, 2.0]]
+    with pytest.raises(ValueError, match="one image, got a batch of 2"):
+        saliency.to_heatmap(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"shape \(1, C, H, W\)"):
+        saliency.to_heatmap(torch.zeros(4, 4))
+    assert saliency.rank_correlation(torch.arange(5.0), torch.arange(5.0) * 2) == pytest.approx(1.0)
+    assert saliency.rank_correlation(torch.arange(5.0), -torch.arange(5.0)) == pytest.approx(-1.0)
+    assert saliency.rank_correlation(np.arange(5.0), np.zeros(5)) == 0.0  # a constant map ranks nothing
+    with pytest.raises(ValueError, match="same shape"):
+        saliency.rank_correlation(np.zeros(4), np.zeros(3))
+
+
+def test_bad_input_is_explained():
+    model, x = small_net(), image()
+    with pytest.raises(ValueError, match="leading batch dimension"):
+        saliency.input_gradients(model, torch.zeros(5), 0)
+    with pytest.raises(TypeError, match="float tensor"):
+        saliency.input_gradients(model, x.numpy(), 0)
+    with pytest.raises(ValueError, match="out of range"):
+        saliency.input_gradients(model, x, 7)
+    with pytest.raises(ValueError, match="one int per row"):
+        saliency.input_gradients(model, image(n=2), [0, 1, 2])
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        saliency.integrated_gradients(model, x, 0, steps=0)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        saliency.integrated_gradients(model, x, 0, rule="simpson")
+    with pytest.raises(ValueError, match="cannot be broadcast"):
+        saliency.integrated_gradients(model, x, 0, baseline=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="batch_size"):
+        saliency.integrated_gradients(model, x, 0, batch_size=0)
+    with pytest.raises(ValueError, match="noise_level"):
+        saliency.smoothgrad(model, x, 0, noise_level=-1)
+    with pytest.raises(ValueError, match="one input at a time"):
+        saliency.occlusion(model, image(n=2), 0, window=2, stride=2)
+    with pytest.raises(ValueError, match="larger than"):
+        saliency.occlusion(model, x, 0, window=9, stride=1)
+    with pytest.raises(ValueError, match=r"shape \(batch, n_classes\)"):
+        saliency.input_gradients(lambda t: t.sum(), x, 0)

@@ -1,0 +1,66 @@
+"""The synthetic stripes data set and the scores that compare maps with its ground truth."""
+
+import numpy as np
+import pytest
+import torch
+
+from xai_lesson import synthetic
+
+
+def test_shapes_labels_and_masks():
+    images, labels, masks = synthetic.make_stripes_dataset(10, size=24, patch=5, seed=0)
+    assert images.shape == (10, 3, 24, 24) and images.dtype == torch.float32
+    assert labels.tolist() == [0, 1] * 5
+    assert masks.shape == (10, 24, 24) and masks.dtype == torch.bool
+    assert (masks.sum((1, 2)) == 25).all()
+    assert 0.0 <= images.min() and images.max() <= 1.0
+
+
+def test_same_seed_same_data_and_different_seed_different_data():
+    a = synthetic.make_stripes_dataset(6, seed=3)
+    b = synthetic.make_stripes_dataset(6, seed=3)
+    c = synthetic.make_stripes_dataset(6, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+
+
+def test_the_patch_holds_the_class():
+    images, labels, masks = synthetic.make_stripes_dataset(20, seed=1)
+    for image, label, mask in zip(images, labels, masks):
+        rows, cols = np.nonzero(mask.numpy())
+        patch = image[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1].sum(0)
+        # Horizontal stripes change down the rows; vertical stripes change along the columns.
+        down = (patch[1:] - patch[:-1]).abs().sum()
+        across = (patch[:, 1:] - patch[:, :-1]).abs().sum()
+        assert (across > down) == bool(label == 1)
+
+
+def test_scores():
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True
+    inside = masks.float()
+    uniform = torch.ones(2, 4, 4)
+    assert synthetic.mass_inside(inside, masks).tolist() == [1.0, 1.0]
+    assert synthetic.mass_inside(uniform, masks) == pytest.approx(synthetic.area_share(masks))
+    assert synthetic.area_share(masks).tolist() == [0.25, 0.25]
+    outside = (~masks).float()
+    assert synthetic.pointing_game(inside, masks).tolist() == [True, True]
+    assert synthetic.pointing_game(outside, masks).tolist() == [False, False]
+    # (N, C, H, W) attributions are summed in absolute value over channels.
+    signed = torch.stack([inside, -inside], 1)
+    assert synthetic.mass_inside(signed, masks).tolist() == [1.0, 1.0]
+    assert synthetic.mass_inside(torch.zeros(2, 4, 4), masks).tolist() == [0.0, 0.0]
+
+
+def test_bad_input_is_explained():
+    with pytest.raises(ValueError, match="at most half"):
+        synthetic.make_stripes_dataset(4, size=10, patch=6)
+    with pytest.raises(ValueError, match="n must be an int"):
+        synthetic.make_stripes_dataset(0)
+    masks = torch.ones(2, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="match"):
+        synthetic.mass_inside(torch.ones(2, 5, 5), masks)
+    with pytest.raises(TypeError, match="boolean"):
+        synthetic.pointing_game(torch.ones(2, 4, 4), masks.float())
+    with pytest.raises(ValueError, match="at least one True"):
+        synthetic.mass_inside(torch.ones(2, 4, 4), torch.zeros(2, 4, 4, dtype=torch.bool))

@@ -1,0 +1,307 @@
+"""Saliency maps: which parts of the input push a model's output for one class.
+
+Reference versions of the methods the saliency episode builds by hand. Each
+function takes
+
+* ``model``: a callable that maps a batch of inputs ``(N, ...)`` to scores
+  ``(N, n_classes)``, usually logits. An ``nn.Module`` works, and so does a
+  ``lambda`` (for example one that passes word embeddings to a text model as
+  ``inputs_embeds``);
+* ``x``: a float tensor with a leading batch dimension, such as ``(1, 3, H, W)``;
+* ``target``: the class to explain, an int, or one int per row of ``x``;
+
+and returns a tensor of attributions with the same shape as ``x``.
+
+The methods:
+
+* ``input_gradients``: the gradient of the target score (Simonyan et al. 2014);
+* ``gradient_times_input``: that gradient multiplied by the input;
+* ``smoothgrad``: gradients averaged over noisy copies of the input (Smilkov et al. 2017);
+* ``integrated_gradients``: gradients averaged along a straight path from a
+  baseline to the input, times (input - baseline) (Sundararajan et al. 2017);
+* ``occlusion``: how much the score drops when a window of the input is
+  replaced by a baseline value (Zeiler & Fergus 2014).
+"""
+
+import itertools
+
+import numpy as np
+import torch
+
+from xai_lesson.images import one_image
+
+RULES = ("midpoint", "trapezoid", "left", "right")
+
+
+def _check_inputs(model, x, target):
+    """Validate the common arguments; return the target as a long tensor with one entry per row."""
+    if not callable(model):
+        raise TypeError(f"model must be callable (an nn.Module or a function), got {type(model).__name__}.")
+    if not torch.is_tensor(x) or not torch.is_floating_point(x):
+        raise TypeError("x must be a float tensor with a leading batch dimension, such as (1, 3, H, W); got "
+                        f"{type(x).__name__ if not torch.is_tensor(x) else x.dtype}.")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"x needs a leading batch dimension, such as (1, 3, H, W); got shape {tuple(x.shape)}. "
+                         "Add one with x.unsqueeze(0).")
+    if isinstance(target, bool):
+        raise TypeError("target must be a class index (int), not a bool.")
+    if isinstance(target, int):
+        target = torch.full((x.shape[0],), target, dtype=torch.long)
+    else:
+        target = torch.as_tensor(target)
+        if target.dtype.is_floating_point or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}.")
+        target = target.long().reshape(-1)
+        if target.numel() == 1:
+            target = target.expand(x.shape[0])
+        if target.shape != (x.shape[0],):
+            raise ValueError(f"target must be one int, or one int per row of x ({x.shape[0]}); "
+                             f"got {target.numel()} values.")
+    if (target < 0).any():
+        raise ValueError(f"target must be a non-negative class index, got {target.tolist()}.")
+    return target
+
+
+def _scores(model, x, target):
+    """The model's output for each row's target class, as a 1-D tensor."""
+    output = model(x)
+    if not torch.is_tensor(output) or output.ndim != 2 or output.shape[0] != x.shape[0]:
+        raise ValueError("model must return scores of shape (batch, n_classes); got "
+                         f"{tuple(output.shape) if torch.is_tensor(output) else type(output).__name__} "
+                         f"for a batch of {x.shape[0]}.")
+    if int(target.max()) >= output.shape[1]:
+        raise ValueError(f"target {int(target.max())} is out of range: the model has {output.shape[1]} classes.")
+    return output.gather(1, target.to(output.device).unsqueeze(1)).squeeze(1)
+
+
+def _check_batch_size(batch_size):
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None (all at once), got {batch_size!r}.")
+
+
+def _gradients(model, inputs, target, batch_size=None):
+    """Gradient of each row's target score with respect to that row, in batches of ``batch_size`` rows."""
+    size = batch_size or len(inputs)
+    grads = []
+    for start in range(0, len(inputs), size):
+        chunk = inputs[start:start + size].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            scores = _scores(model, chunk, target[start:start + size])
+            (grad,) = torch.autograd.grad(scores.sum(), chunk)
+        grads.append(grad)
+    return torch.cat(grads)
+
+
+def input_gradients(model, x, target):
+    """Vanilla gradient saliency: d score[target] / d x, shaped like ``x``.
+
+    Assumes the model is differentiable and that a first-order (linear)
+    approximation around ``x`` says which inputs matter.
+    """
+    target = _check_inputs(model, x, target)
+    return _gradients(model, x, target)
+
+
+def gradient_times_input(model, x, target):
+    """Gradient x input: the gradient multiplied element-wise by ``x``, shaped like ``x``."""
+    return input_gradients(model, x, target) * x.detach()
+
+
+def smoothgrad(model, x, target, n_samples=25, noise_level=0.15, seed=0, batch_size=None):
+    """SmoothGrad: the mean gradient over ``n_samples`` noisy copies of ``x``.
+
+    The Gaussian noise has standard deviation ``noise_level * (max(x) - min(x))``,
+    computed for each row of ``x``, as in Smilkov et al. (2017). The noise comes
+    from a generator seeded with ``seed``, so the map is reproducible.
+    ``batch_size`` caps how many noisy copies go through the model at once.
+    """
+    target = _check_inputs(model, x, target)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
+    if not isinstance(noise_level, (int, float)) or noise_level < 0:
+        raise ValueError(f"noise_level must be a number >= 0 (a share of the input's range), got {noise_level!r}.")
+    _check_batch_size(batch_size)
+    x = x.detach()
+    flat = x.reshape(len(x), -1)
+    sigma = (noise_level * (flat.max(1).values - flat.min(1).values)).reshape(-1, *[1] * (x.ndim - 1))
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((n_samples, *x.shape), generator=generator, dtype=x.dtype).to(x.device)
+    noisy = (x.unsqueeze(0) + sigma.unsqueeze(0) * noise).reshape(-1, *x.shape[1:])
+    grads = _gradients(model, noisy, target.repeat(n_samples), batch_size)
+    return grads.reshape(n_samples, *x.shape).mean(0)
+
+
+def _alphas(steps, rule):
+    """Positions along the path (0 = baseline, 1 = input) and their quadrature weights."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}.")
+    if rule == "midpoint":
+        alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+        weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+    elif rule == "trapezoid":
+        alphas = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+        weights = torch.full((steps + 1,), 1.0 / steps, dtype=torch.float64)
+        weights[0] = weights[-1] = 0.5 / steps
+    else:
+        start = 0 if rule == "left" else 1
+        alphas = (torch.arange(steps, dtype=torch.float64) + start) / steps
+        weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+    return alphas, weights
+
+
+def _baseline_like(x, baseline, name="baseline"):
+    if baseline is None:
+        return torch.zeros_like(x)
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, float(baseline))
+    if not torch.is_tensor(baseline):
+        raise TypeError(f"{name} must be None, a number, or a tensor shaped like x; got {type(baseline).__name__}.")
+    try:
+        return torch.broadcast_to(baseline.to(x.dtype).to(x.device), x.shape).detach()
+    except RuntimeError as error:
+        raise ValueError(f"{name} of shape {tuple(baseline.shape)} cannot be broadcast to x's shape "
+                         f"{tuple(x.shape)}.") from error
+
+
+def integrated_gradients(model, x, target, baseline=None, steps=50, batch_size=None, rule="midpoint"):
+    """Integrated Gradients: (x - baseline) times the mean gradient along the straight path.
+
+    The path integral is approximated with ``steps`` intervals and a Riemann
+    ``rule``: "midpoint" (default; evaluates the middle of each interval),
+    "trapezoid" (both ends, ``steps + 1`` points), "left" or "right".
+    All points along the path (for every row of ``x``) are stacked into one
+    batch and sent through the model ``batch_size`` rows at a time
+    (``None``: all at once), not one Python loop iteration per step.
+
+    A ``None`` baseline means zeros. By completeness, the attributions of one
+    row sum to ``score(x) - score(baseline)`` up to the approximation error;
+    ``completeness`` measures that error.
+    """
+    target = _check_inputs(model, x, target)
+    _check_batch_size(batch_size)
+    x = x.detach()
+    baseline = _baseline_like(x, baseline)
+    alphas, weights = _alphas(steps, rule)
+    shape = (-1,) + (1,) * x.ndim
+    alphas_t = alphas.to(x.dtype).to(x.device).reshape(shape)
+    # (points, N, ...) -> (points * N, ...): every point for every row, in one stack.
+    path = (baseline.unsqueeze(0) + alphas_t * (x - baseline).unsqueeze(0)).reshape(-1, *x.shape[1:])
+    grads = _gradients(model, path, target.repeat(len(alphas)), batch_size)
+    grads = grads.reshape(len(alphas), *x.shape).to(torch.float64)
+    mean_grad = (weights.to(x.device).reshape(shape) * grads).sum(0)
+    return (mean_grad * (x - baseline).to(torch.float64)).to(x.dtype)
+
+
+@torch.no_grad()
+def completeness(model, x, target, attributions, baseline=None):
+    """How well attributions add up to ``score(x) - score(baseline)``, row by row.
+
+    Returns a dict of 1-D tensors: ``sum`` (the attributions' sum per row),
+    ``delta`` (score(x) - score(baseline)) and ``relative_error``
+    (|sum - delta| / |delta|).
+    """
+    target = _check_inputs(model, x, target)
+    if not torch.is_tensor(attributions) or attributions.shape != x.shape:
+        raise ValueError("attributions must be a tensor shaped like x "
+                         f"{tuple(x.shape)}, got {tuple(getattr(attributions, 'shape', ()))}.")
+    baseline = _baseline_like(x, baseline)
+    total = attributions.detach().reshape(len(x), -1).to(torch.float64).sum(1)
+    delta = (_scores(model, x, target) - _scores(model, baseline, target)).to(torch.float64)
+    return {"sum": total, "delta": delta, "relative_error": (total - delta).abs() / delta.abs()}
+
+
+def _window_shape(x, window, name):
+    """A window (or stride) with one entry per non-batch dimension of x.
+
+    An int means a square over the last two dimensions. A tuple shorter than the
+    number of non-batch dimensions applies to the last ones; the leading ones
+    are covered whole (so (8, 8) on (1, 3, H, W) occludes all colour channels).
+    """
+    dims = x.shape[1:]
+    if isinstance(window, int) and not isinstance(window, bool):
+        window = (window, window) if len(dims) >= 2 else (window,)
+    window = tuple(window)
+    if not window or len(window) > len(dims) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in window):
+        raise ValueError(f"{name} must be a positive int or a tuple of at most {len(dims)} positive ints "
+                         f"(for x of shape {tuple(x.shape)}), got {window!r}.")
+    return tuple(dims[:len(dims) - len(window)]) + window
+
+
+def _starts(size, window, stride):
+    """Window start positions that cover every index, the last one flush with the end."""
+    if window > size:
+        raise ValueError(f"window {window} is larger than the input's dimension {size}.")
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+@torch.no_grad()
+def occlusion(model, x, target, window, stride, baseline=0.0, batch_size=16):
+    """Occlusion: the drop in the target score when a window of ``x`` is replaced by ``baseline``.
+
+    The window slides with ``stride`` over one input (``x`` of shape
+    ``(1, ...)``). Each element gets the mean score drop over all windows that
+    covered it, so the result is shaped like ``x``. ``window=8`` on an image
+    ``(1, 3, H, W)`` hides 8 x 8 pixels in all channels at once. ``baseline`` is a
+    number or a tensor shaped like ``x`` (for example a blurred copy).
+    ``batch_size`` windows go through the model at once: lower it to save memory.
+    """
+    target = _check_inputs(model, x, target)
+    if x.shape[0] != 1:
+        raise ValueError(f"occlusion explains one input at a time: x must have shape (1, ...), got {tuple(x.shape)}.")
+    _check_batch_size(batch_size)
+    window = _window_shape(x, window, "window")
+    stride_in = stride
+    stride = _window_shape(x, stride, "stride")
+    if len(stride) != len(window):
+        raise ValueError(f"stride {stride_in!r} does not match window {window!r}.")
+    x = x.detach()
+    fill = _baseline_like(x, baseline)
+    dims = x.shape[1:]
+    corners = list(itertools.product(*[_starts(d, w, s) for d, w, s in zip(dims, window, stride)]))
+    reference = _scores(model, x, target)
+    total = torch.zeros_like(x[0], dtype=torch.float64)
+    count = torch.zeros_like(x[0], dtype=torch.float64)
+    size = batch_size or len(corners)
+    for begin in range(0, len(corners), size):
+        chunk = corners[begin:begin + size]
+        batch = x.repeat(len(chunk), *[1] * (x.ndim - 1))
+        regions = [tuple(slice(c, c + w) for c, w in zip(corner, window)) for corner in chunk]
+        for row, region in enumerate(regions):
+            batch[row][region] = fill[0][region]
+        drops = (reference - _scores(model, batch, target.expand(len(chunk)))).to(torch.float64)
+        for drop, region in zip(drops, regions):
+            total[region] += drop
+            count[region] += 1
+    return (total / count).unsqueeze(0).to(x.dtype)
+
+
+def to_heatmap(attributions, absolute=True):
+    """Collapse image attributions ``(1, C, H, W)`` or ``(C, H, W)`` to an ``H x W`` NumPy map.
+
+    Sums over the colour channels, of absolute values when ``absolute`` is True
+    (the usual way to show gradient maps), or of signed values otherwise.
+    """
+    attributions = one_image(attributions, "to_heatmap")
+    values = attributions.detach().abs() if absolute else attributions.detach()
+    return values.sum(0).cpu().numpy()
+
+
+def rank_correlation(map_a, map_b):
+    """Spearman rank correlation between two maps of the same shape (flattened)."""
+    from scipy.stats import spearmanr
+
+    a = map_a.detach().cpu().numpy() if torch.is_tensor(map_a) else map_a
+    b = map_b.detach().cpu().numpy() if torch.is_tensor(map_b) else map_b
+    if a.shape != b.shape:
+        raise ValueError(f"maps must have the same shape, got {a.shape} and {b.shape}.")
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.std() == 0 or b.std() == 0:
+        return 0.0  # a constant map ranks nothing
+    return float(spearmanr(a, b).statistic)
