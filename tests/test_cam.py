@@ -1,0 +1,117 @@
+"""Tests of the hand-written GradCAM reference and the map-evaluation helpers."""
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from xai_lesson.cam import count_hooks, deletion_scores, gradcam, gradcam_feature_map
+from xai_lesson.training import SmallCNN
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A random-init CNN and an input whose CAMs are non-trivial for both classes.
+
+    Both maps are positive over much of the 8 x 8 grid, and their peaks lie inside the grid,
+    not on its border, so that every scaling step of the library matters.
+    """
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return SmallCNN(width=8).eval(), x
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_the_fixture_is_not_trivial(small, target):
+    model, x = small
+    cam = gradcam_feature_map(model, model.last_conv, x, target)
+    assert (cam > 0).mean() > 0.1
+    row, col = np.unravel_index(cam.argmax(), cam.shape)
+    assert 0 < row < cam.shape[0] - 1 and 0 < col < cam.shape[1] - 1
+
+
+def library_cam(model, layer, x, target):
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])[0]
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_gradcam_equals_the_library_on_a_small_cnn(small, target):
+    model, x = small
+    ours = gradcam(model, model.last_conv, x, target)
+    assert ours.shape == (32, 32)
+    assert np.abs(ours - library_cam(model, model.last_conv, x, target)).max() <= 1e-5
+
+
+def test_gradcam_equals_the_library_on_a_real_layer():
+    from xai_lesson.images import load_photo
+    from xai_lesson.models import load_image_model
+
+    classifier = load_image_model()
+    x = classifier.preprocess(load_photo("coffee"))
+    ours = gradcam(classifier.model, classifier.target_layer, x, 967)
+    theirs = library_cam(classifier.model, classifier.target_layer, x, 967)
+    assert np.abs(ours - theirs).max() <= 1e-5
+    assert count_hooks(classifier.model) == 0
+
+
+def test_feature_map_is_the_relu_of_the_gradient_weighted_sum(small):
+    model, x = small
+    cam = gradcam_feature_map(model, model.last_conv, x, 1)
+    assert cam.shape == (8, 8) and (cam >= 0).all()
+    # For this model the class score is linear in the pooled ReLU features, so the map
+    # can be checked against the weights of the final layer directly.
+    activation = model.last_conv(model.features[:-2](x))[0].detach()
+    relu_mask = (activation > 0).float()
+    positions = activation.shape[1] * activation.shape[2]
+    gradient = model.classifier.weight[1].detach()[:, None, None] * relu_mask / positions
+    expected = torch.relu((gradient.mean(dim=(1, 2))[:, None, None] * activation).sum(0)).numpy()
+    np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hooks_are_removed_even_after_an_error(small):
+    model, x = small
+    assert count_hooks(model) == 0
+    gradcam(model, model.last_conv, x, 0)
+    assert count_hooks(model) == 0
+    with pytest.raises(ValueError, match="out of range"):
+        gradcam(model, model.last_conv, x, 5)
+    assert count_hooks(model) == 0
+
+
+def test_library_cam_without_with_block_leaks_hooks(small):
+    model, x = small
+    cam = GradCAM(model=model, target_layers=[model.last_conv])
+    assert count_hooks(model) == 2
+    cam.activations_and_grads.release()
+    assert count_hooks(model) == 0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(target=-1), "class index"),
+    (dict(target=1.5), "class index"),
+    (dict(x=torch.rand(2, 3, 32, 32)), "one image"),
+    (dict(target_layer=torch.nn.Conv2d(3, 3, 1)), "layer of model"),
+])
+def test_clear_errors(small, bad, message):
+    model, x = small
+    arguments = dict(model=model, target_layer=model.last_conv, x=x, target=0) | bad
+    with pytest.raises(ValueError, match=message):
+        gradcam(**arguments)
+
+
+def test_deletion_removes_the_chosen_pixels_first():
+    class MeanOfTopLeft(torch.nn.Module):
+        """Class 1's logit is the top-left pixel's value, so removing it changes only that class."""
+
+        def forward(self, x):
+            return torch.stack([torch.zeros(len(x)), 10 * x[:, 0, 0, 0]], dim=1)
+
+    x = torch.ones(1, 3, 4, 4)
+    cam = np.zeros((4, 4))
+    cam[0, 0] = 1.0
+    scores = deletion_scores(MeanOfTopLeft(), x, cam, 1, fractions=(0.0, 1 / 16))
+    assert scores[0] > 0.99 and abs(scores[1] - 0.5) < 1e-6
+    with pytest.raises(ValueError, match="upsample"):
+        deletion_scores(MeanOfTopLeft(), x, np.zeros((2, 2)), 1)

@@ -1,0 +1,113 @@
+"""GradCAM written out by hand, and helpers to evaluate class activation maps.
+
+The episode uses the pytorch-grad-cam package for its CAMs. ``gradcam`` is the
+reference version the learners build by hand: it returns exactly what
+``pytorch_grad_cam.GradCAM`` returns (same upsampling, same min-max scaling), so
+the two can be compared to 1e-5.
+"""
+
+import numpy as np
+import torch
+
+
+def count_hooks(model):
+    """Number of forward, forward-pre and backward hooks registered on ``model`` and its submodules."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+
+
+def _check(model, target_layer, x, target):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(target_layer, torch.nn.Module) or not any(m is target_layer for m in model.modules()):
+        raise ValueError("target_layer must be a layer of model, for example model.last_conv or "
+                         "classifier.target_layer.")
+    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError("x must be one image, a tensor of shape (1, C, H, W), got "
+                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}.")
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
+        raise ValueError(f"target must be a class index (a non-negative int), got {target!r}.")
+
+
+def gradcam_feature_map(model, target_layer, x, target):
+    """GradCAM at the target layer's resolution, before upsampling and scaling: a (h, w) array.
+
+    Weights each feature map by the mean gradient of the class score over its
+    positions, sums the weighted maps and keeps the positive part.
+    """
+    _check(model, target_layer, x, target)
+    stored = {}
+
+    def keep_activation(module, inputs, output):
+        stored["activation"] = output
+        output.register_hook(lambda grad: stored.__setitem__("gradient", grad))
+
+    handle = target_layer.register_forward_hook(keep_activation)
+    try:
+        model.eval()
+        model.zero_grad()
+        scores = model(x)
+        if target >= scores.shape[-1]:
+            raise ValueError(f"target {target} is out of range: the model has {scores.shape[-1]} classes.")
+        scores[0, target].backward()
+    finally:
+        handle.remove()
+    activation = stored["activation"].detach()[0]        # (channels, h, w)
+    gradient = stored["gradient"].detach()[0]            # (channels, h, w)
+    weights = gradient.mean(dim=(1, 2))                  # one weight per channel
+    cam = torch.relu((weights[:, None, None] * activation).sum(dim=0))
+    return cam.numpy().astype(np.float32)
+
+
+def scale_like_library(cam, size):
+    """Min-max scale a (h, w) map to [0, 1], then resize it to ``size`` = (height, width) with OpenCV.
+
+    This is what pytorch-grad-cam does to every map (its ``scale_cam_image`` helper).
+    """
+    import cv2
+
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.ndim != 2:
+        raise ValueError(f"cam must be a 2-D map (h, w), got shape {cam.shape}.")
+    cam = cam - cam.min()
+    cam = cam / (1e-7 + cam.max())
+    cam = cv2.resize(cam, (int(size[1]), int(size[0])))   # OpenCV takes (width, height)
+    # The library scales once more after averaging over target layers.
+    cam = cam - cam.min()
+    return (cam / (1e-7 + cam.max())).astype(np.float32)
+
+
+def gradcam(model, target_layer, x, target):
+    """GradCAM of class ``target`` for one image x (1, C, H, W): an (H, W) array in [0, 1].
+
+    Equal to ``pytorch_grad_cam.GradCAM(model, [target_layer])(x, [ClassifierOutputTarget(target)])[0]``
+    within float rounding. Removes its hooks afterwards, even if something fails.
+    """
+    return scale_like_library(gradcam_feature_map(model, target_layer, x, target), x.shape[-2:])
+
+
+@torch.no_grad()
+def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+    """Probability of class ``target`` after the most relevant pixels are set to ``fill``.
+
+    For each fraction f, the share f of pixels with the highest ``cam`` values
+    is replaced (in every colour channel). A faithful map makes the probability
+    fall faster than a random map does. Returns an array, one value per fraction.
+    """
+    cam = np.asarray(cam, dtype=np.float64)
+    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError("x must be one image of shape (1, C, H, W).")
+    if cam.shape != tuple(x.shape[-2:]):
+        raise ValueError(f"cam has shape {cam.shape}, but the image is {tuple(x.shape[-2:])}; "
+                         "upsample the map to the image's size first.")
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.ndim != 1 or (fractions < 0).any() or (fractions > 1).any():
+        raise ValueError(f"fractions must be a list of numbers between 0 and 1, got {fractions}.")
+    order = np.argsort(-cam.ravel(), kind="stable")       # most relevant first
+    batch = x.repeat(len(fractions), 1, 1, 1)
+    for i, fraction in enumerate(fractions):
+        removed = torch.from_numpy(order[:int(round(fraction * cam.size))])
+        flat = batch[i].reshape(x.shape[1], -1)
+        flat[:, removed] = fill
+    model.eval()
+    return model(batch).softmax(-1)[:, target].numpy()
