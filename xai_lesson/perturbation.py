@@ -1,0 +1,396 @@
+"""Perturbation-based explanations and attacks for text classifiers.
+
+The model-agnostic methods (leave-one-out, input reduction, LIME) only need a
+``predict_proba`` function that maps a list of strings to an array of class
+probabilities of shape (number of texts, number of classes). They work at the
+level of *words*: the pieces that ``split_words`` cuts a text into.
+
+The gradient-guided methods (word saliency, HotFlip-style substitution and the
+universal trigger search) need the lesson's ``SentimentClassifier`` (see
+``xai_lesson.text_classifier``), because they read gradients at its word
+embeddings.
+
+References: Feng et al. (2018) for input reduction, Ribeiro et al. (2016) for
+LIME, Ebrahimi et al. (2018) for HotFlip, Wallace et al. (2019) for universal
+adversarial triggers.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+WORD = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]")
+
+
+def split_words(text):
+    """Cut a text into words and punctuation marks: ``"It's fine, really."`` -> 5 words."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}.")
+    words = WORD.findall(text)
+    if not words:
+        raise ValueError(f"the text {text!r} has no words in it.")
+    return words
+
+
+def join_words(words):
+    """The text that the model sees for a list of words (joined by spaces)."""
+    return " ".join(words)
+
+
+def _check_words(words, minimum=1):
+    if isinstance(words, str):
+        raise TypeError("pass a list of words, not a string: use split_words(text) first.")
+    words = list(words)
+    if len(words) < minimum or not all(isinstance(w, str) and w for w in words):
+        raise ValueError(f"need a list of at least {minimum} non-empty word strings, got {words!r}.")
+    return words
+
+
+def _probabilities(predict_proba, texts, target=None):
+    if not callable(predict_proba):
+        raise TypeError("predict_proba must be a function from a list of texts to an array of "
+                        "probabilities, for example classifier.predict_proba.")
+    probs = np.asarray(predict_proba(texts), dtype=float)
+    if probs.ndim != 2 or probs.shape[0] != len(texts):
+        raise ValueError(f"predict_proba returned shape {probs.shape} for {len(texts)} texts; "
+                         "it must return one row of class probabilities per text.")
+    if target is not None and not (isinstance(target, (int, np.integer)) and 0 <= target < probs.shape[1]):
+        raise ValueError(f"target must be a class index from 0 to {probs.shape[1] - 1}, got {target!r}.")
+    return probs
+
+
+def leave_one_out(predict_proba, words, target):
+    """Importance of each word: p(target | all words) - p(target | all words but that one).
+
+    Positive scores mark words that support the target class. All ``len(words) + 1``
+    texts go to ``predict_proba`` in one call.
+    """
+    words = _check_words(words, minimum=2)
+    texts = [join_words(words)] + [join_words(words[:i] + words[i + 1:]) for i in range(len(words))]
+    probs = _probabilities(predict_proba, texts, target)[:, target]
+    return probs[0] - probs[1:]
+
+
+@dataclass
+class Reduction:
+    """The result of input reduction."""
+
+    words: list
+    label: int
+    removed: list
+    original_probability: float
+    probability: float
+
+
+def input_reduction(predict_proba, words, min_words=1):
+    """Input reduction (Feng et al. 2018) with leave-one-out importance.
+
+    At each step, remove the word whose removal keeps the predicted class's
+    probability highest (the least important word). Stop before the predicted
+    class would change, or at ``min_words`` words.
+    """
+    words = _check_words(words)
+    if not isinstance(min_words, int) or min_words < 1:
+        raise ValueError(f"min_words must be a whole number of at least 1, got {min_words!r}.")
+    probs = _probabilities(predict_proba, [join_words(words)])[0]
+    label = int(probs.argmax())
+    original = probability = float(probs[label])
+    current, removed = list(words), []
+    while len(current) > min_words:
+        candidates = [current[:i] + current[i + 1:] for i in range(len(current))]
+        probs = _probabilities(predict_proba, [join_words(c) for c in candidates])
+        best = int(probs[:, label].argmax())
+        if int(probs[best].argmax()) != label:
+            break
+        removed.append(current[best])
+        current, probability = candidates[best], float(probs[best, label])
+    return Reduction(current, label, removed, original, probability)
+
+
+@dataclass
+class LimeExplanation:
+    """A LIME surrogate for one text: one weight per word, and how well it fits."""
+
+    weights: np.ndarray
+    intercept: float
+    r2: float
+    masks: np.ndarray = field(repr=False)
+    probabilities: np.ndarray = field(repr=False)
+    sample_weights: np.ndarray = field(repr=False)
+
+
+def lime_masks(n_words, n_samples, seed=0):
+    """Random word masks as LIME draws them: row 0 keeps every word; each other row
+    removes between 1 and ``n_words - 1`` words, the number drawn uniformly."""
+    if not isinstance(n_words, (int, np.integer)) or n_words < 2:
+        raise ValueError(f"n_words must be a whole number of at least 2 (LIME needs words to drop), "
+                         f"got {n_words!r}.")
+    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"n_samples must be a whole number of at least 1, got {n_samples!r}.")
+    rng = np.random.default_rng(seed)
+    masks = np.ones((n_samples, n_words), dtype=int)
+    for row in masks[1:]:
+        row[rng.choice(n_words, rng.integers(1, n_words), replace=False)] = 0
+    return masks
+
+
+def lime_kernel(masks, kernel_width=0.25):
+    """Proximity weight of each sample: exponential kernel on the cosine distance to the full text."""
+    masks = np.asarray(masks, dtype=float)
+    if masks.ndim != 2 or not np.isin(masks, (0, 1)).all():
+        raise ValueError(f"masks must be a 2-D array of 0s and 1s (one row per sample, one column per word), "
+                         f"got shape {masks.shape}.")
+    if (masks.sum(1) == 0).any():
+        raise ValueError("every mask must keep at least one word: a row of all zeros has no cosine distance.")
+    if not kernel_width > 0:
+        raise ValueError(f"kernel_width must be positive, got {kernel_width!r}.")
+    distance = 1.0 - masks.sum(1) / np.sqrt(masks.sum(1) * masks.shape[1])
+    return np.sqrt(np.exp(-(distance ** 2) / kernel_width ** 2))
+
+
+def lime(predict_proba, words, target, n_samples=500, kernel_width=0.25, n_features=None,
+         alpha=1.0, seed=0):
+    """LIME for text (Ribeiro et al. 2016), from scratch.
+
+    Drop words at random, weight each perturbed text by its proximity to the
+    original, and fit a weighted ridge regression of p(target) on the word masks.
+    With ``n_features``, keep only the words with the largest absolute weights
+    and refit, which gives a sparse surrogate. ``r2`` is the weighted R^2 of the
+    returned surrogate on the samples: how faithful it is locally.
+    """
+    from sklearn.linear_model import Ridge
+
+    words = _check_words(words, minimum=2)
+    if not isinstance(n_samples, int) or n_samples < 10:
+        raise ValueError(f"n_samples must be a whole number of at least 10, got {n_samples!r}.")
+    if isinstance(kernel_width, bool) or not isinstance(kernel_width, (int, float)) or kernel_width <= 0:
+        raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}.")
+    if n_features is not None and not (isinstance(n_features, int) and 1 <= n_features <= len(words)):
+        raise ValueError(f"n_features must be None or a whole number from 1 to {len(words)}, "
+                         f"got {n_features!r}.")
+    masks = lime_masks(len(words), n_samples, seed)
+    texts = [join_words([w for w, keep in zip(words, row) if keep]) for row in masks]
+    y = _probabilities(predict_proba, texts, target)[:, target]
+    sample_weights = lime_kernel(masks, kernel_width)
+    surrogate = Ridge(alpha=alpha).fit(masks, y, sample_weight=sample_weights)
+    columns = np.arange(len(words))
+    if n_features is not None:
+        columns = np.sort(np.argsort(-np.abs(surrogate.coef_), kind="stable")[:n_features])
+        surrogate = Ridge(alpha=alpha).fit(masks[:, columns], y, sample_weight=sample_weights)
+    weights = np.zeros(len(words))
+    weights[columns] = surrogate.coef_
+    r2 = float(surrogate.score(masks[:, columns], y, sample_weight=sample_weights))
+    return LimeExplanation(weights, float(surrogate.intercept_), r2, masks, y, sample_weights)
+
+
+# ---------------------------------------------------------------------------
+# Gradient-based methods on the lesson's SentimentClassifier
+# ---------------------------------------------------------------------------
+
+def _check_classifier(classifier):
+    for attribute in ("tokenizer", "word_embeddings", "encoder"):
+        if not hasattr(classifier, attribute):
+            raise TypeError("classifier must be the lesson's SentimentClassifier "
+                            "(xai_lesson.text_classifier.build_sentiment_classifier).")
+
+
+def word_gradient_x_input(classifier, words, target):
+    """Gradient x input at the word embeddings, summed over the embedding dimension
+    and over the word pieces of each word: one score per word."""
+    _check_classifier(classifier)
+    words = _check_words(words)
+    batch = classifier.tokenizer(words, is_split_into_words=True, truncation=True, max_length=128,
+                                 return_tensors="pt")
+    embeddings = classifier.word_embeddings(batch["input_ids"]).detach().requires_grad_(True)
+    logits = classifier(inputs_embeds=embeddings, attention_mask=batch["attention_mask"])
+    if not (isinstance(target, (int, np.integer)) and 0 <= target < logits.shape[1]):
+        raise ValueError(f"target must be a class index from 0 to {logits.shape[1] - 1}, got {target!r}.")
+    (gradient,) = torch.autograd.grad(logits[0, target], embeddings)
+    per_token = (gradient * embeddings).sum(-1)[0].detach().numpy()
+    scores = np.zeros(len(words))
+    for position, word in enumerate(batch.word_ids(0)):
+        if word is not None:
+            scores[word] += per_token[position]
+    return scores
+
+
+def whole_word_vocabulary(tokenizer, min_length=3):
+    """Token ids of the tokenizer's alphabetic, lowercase, whole-word tokens (no '##' pieces)."""
+    return torch.tensor(sorted(i for token, i in tokenizer.get_vocab().items()
+                               if len(token) >= min_length and token.isascii() and token.isalpha()
+                               and token.islower()))
+
+
+def first_order_flip_scores(gradient, embeddings, vocabulary_embeddings):
+    """First-order change of the objective when token i is swapped for candidate v:
+    (e_v - e_i) . grad_i. Shapes: (T, d), (T, d), (V, d) -> (T, V)."""
+    return gradient @ vocabulary_embeddings.T - (gradient * embeddings).sum(-1, keepdim=True)
+
+
+@dataclass
+class HotFlipResult:
+    """A greedy word-substitution attack on one text."""
+
+    original: str
+    text: str
+    label: int
+    edits: list
+    probabilities: list
+    success: bool
+
+
+def _editable_positions(tokenizer, ids):
+    tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
+    return [i for i in range(1, len(tokens) - 1)
+            if tokens[i].isalpha() and tokens[i].isascii() and not tokens[i + 1].startswith("##")]
+
+
+@torch.no_grad()
+def _label_probability(classifier, ids, mask, label):
+    return classifier(input_ids=ids, attention_mask=mask).softmax(-1)[:, label]
+
+
+def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None):
+    """Greedy word substitution guided by gradients, in the spirit of HotFlip (Ebrahimi et al. 2018).
+
+    At each step, rank every (position, replacement) pair by the first-order
+    estimate of how much it lowers log p(predicted class), try the
+    ``n_candidates`` best for real, and keep the one that lowers it most. Only
+    single-token alphabetic words are replaced, by whole-word tokens from
+    ``vocabulary`` (default ``whole_word_vocabulary``), each position at most once.
+    Stops as soon as the prediction flips, or after ``max_edits`` edits.
+    """
+    _check_classifier(classifier)
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}; attack one text at a time.")
+    if not text.strip():
+        raise ValueError("text is empty: there is nothing to attack.")
+    if not isinstance(max_edits, int) or max_edits < 1 or not isinstance(n_candidates, int) or n_candidates < 1:
+        raise ValueError(f"max_edits and n_candidates must be whole numbers of at least 1, "
+                         f"got {max_edits!r} and {n_candidates!r}.")
+    tokenizer = classifier.tokenizer
+    vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else torch.as_tensor(vocabulary)
+    table = classifier.encoder.get_input_embeddings().weight.detach()
+    vocabulary_embeddings = table[vocabulary]
+    ids, mask = classifier.encode([text])
+    with torch.no_grad():
+        first = classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0]
+    label = int(first.argmax())
+    probabilities = [float(first[label])]
+    editable = _editable_positions(tokenizer, ids[0])
+    edits, flipped = [], False
+    for _ in range(max_edits):
+        if not editable:
+            break
+        embeddings = classifier.word_embeddings(ids).detach().requires_grad_(True)
+        log_p = classifier(inputs_embeds=embeddings, attention_mask=mask).log_softmax(-1)[0, label]
+        (gradient,) = torch.autograd.grad(log_p, embeddings)
+        positions = torch.tensor(editable)
+        scores = first_order_flip_scores(gradient[0, positions], embeddings[0, positions].detach(),
+                                         vocabulary_embeddings)
+        scores[vocabulary[None, :] == ids[0, positions][:, None]] = float("inf")  # no-op swaps
+        best = scores.flatten().topk(min(n_candidates, scores.numel()), largest=False).indices
+        rows, columns = best // scores.shape[1], best % scores.shape[1]
+        trials = ids.repeat(len(best), 1)
+        trials[torch.arange(len(best)), positions[rows]] = vocabulary[columns]
+        with torch.no_grad():
+            trial_probs = classifier(input_ids=trials, attention_mask=mask.repeat(len(best), 1)).softmax(-1)
+        choice = int(trial_probs[:, label].argmin())
+        flipped = int(trial_probs[choice].argmax()) != label
+        position = int(positions[rows[choice]])
+        old = tokenizer.convert_ids_to_tokens(int(ids[0, position]))
+        ids = trials[choice:choice + 1]
+        edits.append((position, old, tokenizer.convert_ids_to_tokens(int(ids[0, position]))))
+        probabilities.append(float(trial_probs[choice, label]))
+        editable.remove(position)
+        if flipped:
+            break
+    new_text = tokenizer.decode(ids[0, 1:int(mask[0].sum()) - 1])
+    return HotFlipResult(text, new_text, label, edits, probabilities, bool(edits) and flipped)
+
+
+@dataclass
+class Trigger:
+    """A universal trigger: tokens to prepend to any text, and the search's history."""
+
+    ids: list
+    tokens: list
+    text: str
+    history: list
+
+
+def _prepend(ids, mask, trigger):
+    trigger = torch.as_tensor(trigger).repeat(ids.shape[0], 1)
+    return (torch.cat([ids[:, :1], trigger, ids[:, 1:]], 1),
+            torch.cat([torch.ones_like(trigger), mask], 1))
+
+
+def universal_trigger(classifier, texts, label, length=3, n_rounds=2, n_candidates=8,
+                      vocabulary=None, start="the"):
+    """Search for a universal adversarial trigger (Wallace et al. 2019).
+
+    ``texts`` all belong to class ``label``. The trigger starts as ``length``
+    copies of ``start``. For each trigger position in turn, average the gradient
+    of the mean log p(label) over the texts, rank replacement tokens by the
+    first-order estimate, try the ``n_candidates`` best on all texts, and keep
+    the best one if it lowers the mean p(label). Returns the trigger and, in
+    ``history``, the mean p(label) after each position update.
+    """
+    _check_classifier(classifier)
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string: wrap it as [text].")
+    texts = list(texts)
+    if len(texts) < 2 or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError(f"texts must be a list of at least 2 non-empty strings of the same class, "
+                         f"got {len(texts)} item(s).")
+    if not isinstance(length, int) or length < 1 or not isinstance(n_rounds, int) or n_rounds < 1:
+        raise ValueError(f"length and n_rounds must be whole numbers of at least 1, got {length!r}, {n_rounds!r}.")
+    tokenizer = classifier.tokenizer
+    if start not in tokenizer.get_vocab():
+        raise ValueError(f"start word {start!r} is not a single token of the tokenizer; try 'the'.")
+    vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else torch.as_tensor(vocabulary)
+    table = classifier.encoder.get_input_embeddings().weight.detach()
+    ids, mask = classifier.encode(texts)
+    n_classes = classifier(input_ids=ids[:1], attention_mask=mask[:1]).shape[1]
+    if not (isinstance(label, (int, np.integer)) and 0 <= label < n_classes):
+        raise ValueError(f"label must be a class index from 0 to {n_classes - 1}, got {label!r}.")
+    trigger = torch.full((length,), tokenizer.convert_tokens_to_ids(start))
+    with torch.no_grad():
+        current = float(_label_probability(classifier, *_prepend(ids, mask, trigger), label).mean())
+    history = [current]
+    for _ in range(n_rounds):
+        for slot in range(length):
+            full_ids, full_mask = _prepend(ids, mask, trigger)
+            embeddings = classifier.word_embeddings(full_ids).detach().requires_grad_(True)
+            log_p = classifier(inputs_embeds=embeddings, attention_mask=full_mask).log_softmax(-1)[:, label]
+            (gradient,) = torch.autograd.grad(log_p.mean(), embeddings)
+            g = gradient[:, 1 + slot].mean(0)
+            scores = (table[vocabulary] - table[trigger[slot]]) @ g
+            scores[vocabulary == trigger[slot]] = float("inf")
+            candidates = vocabulary[scores.topk(min(n_candidates, len(vocabulary)), largest=False).indices]
+            for candidate in candidates:
+                trial = trigger.clone()
+                trial[slot] = candidate
+                p = float(_label_probability(classifier, *_prepend(ids, mask, trial), label).mean())
+                if p < current:
+                    trigger, current = trial, p
+            history.append(current)
+    tokens = tokenizer.convert_ids_to_tokens(trigger.tolist())
+    return Trigger(trigger.tolist(), tokens, " ".join(tokens), history)
+
+
+def flip_rate(predict_proba, texts, label, prefix=""):
+    """Fraction of ``texts`` (all of class ``label``) not predicted as ``label`` once
+    ``prefix`` is put in front of them."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string: wrap it as [text].")
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a non-empty list of strings.")
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string (the trigger's text), got {type(prefix).__name__}.")
+    joined = [f"{prefix} {t}".strip() for t in texts]
+    probs = _probabilities(predict_proba, joined, label)
+    return float((probs.argmax(1) != label).mean())
