@@ -1,0 +1,70 @@
+"""The glossary in learners/reference.md defines the technical terms the episodes use.
+
+TERMS lists, for each episode, the terms it introduces. The test checks both
+sides: the episode really uses each term, and the glossary defines it. When an
+episode introduces a new term, add it here and to the glossary.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TERMS = {
+    "01-introduction": ["explainable AI", "white-box", "black-box", "local", "global", "Clever Hans",
+                        "spurious correlation", "embedding", "cosine similarity", "token", "transformer"],
+    "02-saliency-maps": ["saliency map", "attribution map", "logit", "gradient", "gradient × input", "SmoothGrad",
+                         "Integrated Gradients", "baseline", "completeness", "saturat", "occlusion",
+                         "cascading randomisation", "Spearman rank correlation", "pointing game"],
+    "03-gradcam": ["feature map", "channel", "class activation map", "forward hook", "GradCAM", "GradCAM++",
+                   "ScoreCAM", "EigenCAM", "LayerCAM", "target layer", "spurious", "deletion", "faithful",
+                   "model-randomisation test"],
+    "04-perturbations": ["perturbation method", "black box", "model-agnostic", "leave-one-out", "input reduction",
+                         "adversarial perturbation", "HotFlip", "universal trigger", "flip rate", "LIME",
+                         "surrogate model", "challenge set", "minimal pair", "counterfactual", "log-odds",
+                         "word piece"],
+}
+
+# A term used in an episode may be an inflected or hyphenated form of the glossary's headword.
+GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box method", "black box": "black-box method",
+                     "local": "local explanation", "global": "global explanation", "Clever Hans": "Clever Hans model",
+                     "saturat": "saturation", "spurious": "spurious correlation", "deletion": "deletion curve",
+                     "faithful": "faithfulness", "leave-one-out": "leave-one-out importance"}
+
+
+def glossary():
+    """The glossary's headwords, lower case, with any abbreviation in brackets split off."""
+    text = (ROOT / "learners" / "reference.md").read_text(encoding="utf-8")
+    section = text.split("## Glossary", 1)[1].split("\n## ", 1)[0]
+    headwords = re.findall(r"^(\S[^\n]*)\n:   ", section, flags=re.MULTILINE)
+    terms = set()
+    for headword in headwords:
+        terms.add(headword.lower())
+        match = re.fullmatch(r"(.+?) \((.+)\)", headword)
+        if match:
+            terms.update({match.group(1).lower(), match.group(2).lower()})
+    return headwords, terms
+
+
+def test_glossary_is_a_sorted_definition_list():
+    headwords, _ = glossary()
+    assert len(headwords) >= 40
+    assert headwords == sorted(headwords, key=str.lower), "keep the glossary in alphabetical order"
+    assert len(set(h.lower() for h in headwords)) == len(headwords), "a term is defined twice"
+
+
+def test_every_episode_is_listed():
+    episodes = sorted(p.stem for p in (ROOT / "episodes").glob("[0-9][0-9]-*.md"))
+    assert sorted(TERMS) == episodes, "add the new episode's terms to TERMS"
+
+
+@pytest.mark.parametrize("episode", sorted(TERMS))
+def test_episode_terms_are_used_and_defined(episode):
+    text = (ROOT / "episodes" / f"{episode}.md").read_text(encoding="utf-8").lower()
+    _, defined = glossary()
+    unused = [term for term in TERMS[episode] if term.lower() not in text]
+    assert not unused, f"{episode} does not use {unused}: remove them from TERMS"
+    undefined = [term for term in TERMS[episode] if GLOSSARY_HEADWORD.get(term, term).lower() not in defined]
+    assert not undefined, f"learners/reference.md has no glossary entry for {undefined}"
