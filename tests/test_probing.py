@@ -1,0 +1,205 @@
+"""Probing: hidden states per layer, masked pooling, word alignment, probes and control tasks."""
+
+import numpy as np
+import pytest
+import torch
+
+from xai_lesson import probing, text_classifier
+from xai_lesson.models import load_text_encoder
+from xai_lesson.probing import (cached_hidden_states, control_labels, hidden_states, linear_probe,
+                                mlp_probe, probe_layers, selectivity)
+
+
+@pytest.fixture(scope="module")
+def encoder_and_tokenizer():
+    return load_text_encoder()
+
+
+def test_minilm_gives_seven_layers_and_the_last_one_is_the_models_output(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    texts = ["A fine film.", "Dull and far too long."]
+    layers = hidden_states(model, tokenizer, texts)
+    assert len(layers) == 7
+    assert all(layer.shape == (2, 384) for layer in layers)
+    batch = tokenizer(texts[:1], return_tensors="pt")
+    with torch.no_grad():
+        last = model(**batch).last_hidden_state[0].mean(0).numpy()
+    np.testing.assert_allclose(layers[-1][0], last, atol=1e-5)
+    assert not np.allclose(layers[0], layers[-1])
+
+
+def test_mean_pooling_is_the_shared_masked_mean():
+    # One implementation for the whole lesson: the probing module must not keep its own copy.
+    assert probing.mean_pool is text_classifier.mean_pool
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    np.testing.assert_allclose(probing.mean_pool(hidden, mask).numpy(), [[2.0, 3.0]])
+
+
+def test_mean_pooling_ignores_padding(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    short = "A fine film."
+    alone = hidden_states(model, tokenizer, [short])
+    padded = hidden_states(model, tokenizer, [short, "a much longer sentence that pads " * 8])
+    for layer_alone, layer_padded in zip(alone, padded):
+        np.testing.assert_allclose(layer_alone[0], layer_padded[0], atol=1e-5)
+
+
+def test_rows_come_back_in_the_order_of_the_texts(encoder_and_tokenizer):
+    # hidden_states batches texts by length; the result must not show it.
+    model, tokenizer = encoder_and_tokenizer
+    texts = ["A long, winding and rather tedious story about nothing much at all.", "Dull.",
+             "A fine film."]
+    together = hidden_states(model, tokenizer, texts, batch_size=2)
+    for row, text in enumerate(texts):
+        alone = hidden_states(model, tokenizer, [text])
+        for layer_together, layer_alone in zip(together, alone):
+            np.testing.assert_allclose(layer_together[row], layer_alone[0], atol=1e-5)
+    sentences = [["A", "long", ",", "winding", "and", "tedious", "story", "."], ["Dull", "."],
+                 ["A", "gem", "!"]]
+    words = hidden_states(model, tokenizer, sentences, pooling="tokens", batch_size=2)
+    start = 0
+    for sentence in sentences:
+        alone = hidden_states(model, tokenizer, [sentence], pooling="tokens")
+        np.testing.assert_allclose(words[-1][start:start + len(sentence)], alone[-1], atol=1e-5)
+        start += len(sentence)
+    assert start == words[-1].shape[0]
+
+
+def test_tokens_pooling_gives_one_row_per_word_aligned_to_its_first_piece(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    sentences = [["Unbelievably", "tedious", "."], ["A", "gem", "!"]]
+    first = hidden_states(model, tokenizer, sentences, pooling="tokens")
+    mean = hidden_states(model, tokenizer, sentences, pooling="tokens", word_piece="mean")
+    assert len(first) == 7 and all(layer.shape == (6, 384) for layer in first)
+    batch = tokenizer(sentences[0], is_split_into_words=True, return_tensors="pt")
+    pieces = [i for i, w in enumerate(batch.word_ids()) if w == 0]
+    assert len(pieces) > 1, "the test needs a word split into several pieces"
+    with torch.no_grad():
+        states = model(**batch).last_hidden_state[0]
+    np.testing.assert_allclose(first[-1][0], states[pieces[0]].numpy(), atol=1e-5)
+    np.testing.assert_allclose(mean[-1][0], states[pieces].mean(0).numpy(), atol=1e-5)
+    # "A" and "gem" are single pieces, so both alignments agree on them.
+    np.testing.assert_allclose(first[-1][3:5], mean[-1][3:5], atol=1e-5)
+
+
+def test_cache_returns_the_same_states_and_depends_on_the_weights(encoder_and_tokenizer, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("XAI_LESSON_CACHE", str(tmp_path))
+    model, tokenizer = encoder_and_tokenizer
+    texts = ["A fine film.", "Dull."]
+    fresh = cached_hidden_states("unit", model, tokenizer, texts)
+    assert len(list((tmp_path / "probing").glob("unit-*.npy"))) == 7
+    def fail(*args, **kwargs):
+        raise AssertionError("the cached states should have been read from disk")
+
+    monkeypatch.setattr(probing, "hidden_states", fail)
+    again = cached_hidden_states("unit", model, tokenizer, texts)
+    monkeypatch.undo()
+    monkeypatch.setenv("XAI_LESSON_CACHE", str(tmp_path))
+    for a, b in zip(fresh, again):
+        np.testing.assert_array_equal(a, b)
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    random_model = AutoModel.from_config(model.config).eval()
+    other = cached_hidden_states("unit", random_model, tokenizer, texts)
+    assert len(list((tmp_path / "probing").glob("unit-*.npy"))) == 14
+    assert not np.allclose(other[-1], fresh[-1])
+
+
+def test_probe_finds_the_layer_that_holds_the_signal():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    noise = rng.normal(size=(200, 5))
+    signal = noise.copy()
+    signal[:, 0] += 4 * labels
+    mean, std = probe_layers([noise, signal], labels, cv=5, seed=0)
+    assert mean.shape == std.shape == (2,)
+    assert mean[1] > 0.95
+    assert abs(mean[0] - 0.5) < 0.15
+    assert np.all(std >= 0)
+
+
+def test_probe_with_groups_keeps_each_group_in_one_fold():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(20), 10)
+    labels = groups % 2
+    # Each group has its own random direction: only memorising groups would help.
+    features = rng.normal(size=(20, 32))[groups] + 0.01 * rng.normal(size=(200, 32))
+    def probe():
+        return linear_probe(C=1.0)
+
+    grouped, _ = probe_layers([features], labels, cv=4, groups=groups, probe=probe)
+    mixed, _ = probe_layers([features], labels, cv=4, probe=probe)
+    assert mixed[0] > 0.95
+    assert grouped[0] < mixed[0] - 0.2
+
+
+def test_linear_probe_has_no_hidden_layer_and_mlp_probe_has_one():
+    linear = linear_probe()
+    assert type(linear[-1]).__name__ == "LogisticRegression"
+    mlp = mlp_probe(hidden=32)
+    assert mlp[-1].hidden_layer_sizes == (32,)
+
+
+def test_control_labels_give_each_word_type_one_label_from_the_task_labels():
+    words = ["the", "film", "The", "is", "film", "dull", "is"]
+    tags = ["DET", "NOUN", "DET", "AUX", "NOUN", "ADJ", "AUX"]
+    control = control_labels(words, tags, seed=3)
+    assert control[0] == control[2] and control[1] == control[4] and control[3] == control[6]
+    assert set(control) <= set(tags)
+    big = [f"w{i}" for i in range(2000)]
+    spread = control_labels(big, ["A"] * 1500 + ["B"] * 500, seed=0)
+    assert 0.7 < np.mean(spread == "A") < 0.8
+    np.testing.assert_array_equal(selectivity([0.9, 0.8], [0.6, 0.7]), [0.9 - 0.6, 0.8 - 0.7])
+
+
+def test_bad_inputs_are_explained(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    with pytest.raises(TypeError, match="wrap it as"):
+        hidden_states(model, tokenizer, "one string")
+    with pytest.raises(TypeError, match="pre-split"):
+        hidden_states(model, tokenizer, ["not split"], pooling="tokens")
+    with pytest.raises(ValueError, match="pooling must be"):
+        hidden_states(model, tokenizer, ["x"], pooling="cls")
+    with pytest.raises(ValueError, match="cut off"):
+        hidden_states(model, tokenizer, [["word"] * 40], pooling="tokens", max_length=16)
+    with pytest.raises(ValueError, match="one row per label"):
+        probe_layers([np.zeros((3, 2))], [0, 1])
+    with pytest.raises(TypeError, match="one per layer"):
+        probe_layers(np.zeros((4, 2)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="fewer than cv"):
+        probe_layers([np.zeros((6, 2))], [0, 0, 0, 0, 0, 1], cv=2)
+    with pytest.raises(ValueError, match="same shape"):
+        selectivity([0.9], [0.5, 0.4])
+
+    with pytest.raises(ValueError, match="word_piece must be"):
+        hidden_states(model, tokenizer, [["a"]], pooling="tokens", word_piece="last")
+    with pytest.raises(ValueError, match="batch_size must be"):
+        hidden_states(model, tokenizer, ["x"], batch_size=0)
+    with pytest.raises(ValueError, match="texts is empty"):
+        hidden_states(model, tokenizer, [])
+    with pytest.raises(ValueError, match="name must be"):
+        cached_hidden_states("../escape", model, tokenizer, ["x"])
+    with pytest.raises(ValueError, match="single class"):
+        probe_layers([np.zeros((4, 2))], [1, 1, 1, 1])
+    with pytest.raises(ValueError, match="cv must be"):
+        probe_layers([np.zeros((4, 2))], [0, 1, 0, 1], cv=1)
+    with pytest.raises(ValueError, match="one per label"):
+        probe_layers([np.zeros((4, 2))], [0, 1, 0, 1], cv=2, groups=[0, 1])
+    with pytest.raises(ValueError, match="one label per word"):
+        control_labels(["a", "b"], ["X"])
+
+
+def test_word_alignment_needs_a_fast_tokenizer(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    assert tokenizer.is_fast
+
+    class SlowTokenizer:
+        """Stands in for a pure-Python tokenizer, which cannot map word pieces back to words."""
+
+        is_fast = False
+
+    with pytest.raises(TypeError, match="fast"):
+        hidden_states(model, SlowTokenizer(), [["A", "gem"]], pooling="tokens")
