@@ -1,0 +1,180 @@
+"""Causal tracing: the properties the reference implementation must have.
+
+Most tests use tiny random Llama and GPT-2 models (built from a config, no download),
+so they run in a fraction of a second and check that the code does not depend on
+one architecture. Two tests use SmolLM2, the lesson's model, on a five-token prompt.
+"""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from xai_lesson import tracing
+from xai_lesson.models import cache_smollm2, load_causal_lm
+from xai_lesson.tracing import (CATEGORIES, average_by_category, causal_trace, load_known_facts,
+                                restored_probability, subject_token_range, token_categories)
+
+PROMPT, SUBJECT = "The capital of Japan is", "Japan"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(cache_smollm2())
+
+
+def _tiny_model(architecture, vocab_size):
+    torch.manual_seed(0)
+    if architecture == "llama":
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
+                                             num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+                                             tie_word_embeddings=False))
+    else:
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=6, n_head=4, n_positions=64,
+                                           tie_word_embeddings=False, bos_token_id=None, eos_token_id=None))
+    with torch.no_grad():  # sharper output probabilities, so that restorations change them visibly
+        model.get_output_embeddings().weight.mul_(50)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def tiny(request, tokenizer):
+    return _tiny_model(request.param, len(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_causal_lm()
+
+
+@pytest.mark.parametrize("kind", tracing.KINDS)
+def test_fast_and_straightforward_versions_agree(tiny, tokenizer, kind):
+    options = dict(kind=kind, noise=1.0, samples=2, window=3)
+    fast = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, **options)
+    slow = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, method="straightforward", **options)
+    assert fast.scores.shape == (6, 5)
+    assert np.abs(fast.scores).max() > 0.01, "the test needs restorations that change the answer's probability"
+    assert np.abs(fast.scores - slow.scores).max() <= 1e-4
+    assert fast.corrupted_prob == pytest.approx(slow.corrupted_prob, abs=1e-6)
+    assert fast.clean_prob == slow.clean_prob
+
+
+def test_fast_version_agrees_in_small_batches_and_on_chosen_tokens(tiny, tokenizer):
+    full = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, kind="mlp", noise=1.0, samples=2, window=3)
+    batched = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, kind="mlp", noise=1.0, samples=2, window=3,
+                           layers_per_pass=4)
+    chosen = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, kind="mlp", noise=1.0, samples=2, window=3,
+                          tokens=[3, -1])
+    np.testing.assert_allclose(batched.scores, full.scores, atol=1e-5)
+    np.testing.assert_allclose(chosen.scores[:, [3, 4]], full.scores[:, [3, 4]], atol=1e-5)
+    assert np.isnan(chosen.scores[:, :3]).all()
+    some = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, kind="mlp", noise=1.0, samples=2, window=3,
+                        layers=[4, 1, -1], tokens=[0, 3])
+    slow = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, kind="mlp", noise=1.0, samples=2, window=3,
+                        layers=[1, 4, 5], tokens=[0, 3], method="straightforward")
+    np.testing.assert_allclose(some.scores[np.ix_([1, 4, 5], [0, 3])], full.scores[np.ix_([1, 4, 5], [0, 3])],
+                               atol=1e-5)
+    np.testing.assert_allclose(some.scores[np.ix_([1, 4, 5], [0, 3])], slow.scores[np.ix_([1, 4, 5], [0, 3])],
+                               atol=1e-5)
+    assert np.isnan(some.scores[[0, 2, 3]]).all() and np.isnan(some.scores[:, [1, 2, 4]]).all()
+
+
+def test_tokens_before_the_subject_have_no_effect(tiny, tokenizer):
+    result = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, noise=1.0, samples=2, method="straightforward")
+    np.testing.assert_allclose(result.scores[:, :3], 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", tracing.KINDS)
+def test_zero_noise_gives_zero_effect(smollm2, kind):
+    model, tokenizer = smollm2
+    result = causal_trace(model, tokenizer, PROMPT, SUBJECT, kind=kind, noise=0.0, samples=2)
+    assert result.corrupted_prob == pytest.approx(result.clean_prob, abs=1e-5)
+    np.testing.assert_allclose(result.scores, 0.0, atol=1e-5)
+
+
+def test_noise_destroys_the_answer_and_restoring_every_state_recovers_it(smollm2):
+    model, tokenizer = smollm2
+    result = causal_trace(model, tokenizer, PROMPT, SUBJECT, samples=2)
+    assert result.answer == " Tokyo"
+    assert result.corrupted_prob < 0.5 * result.clean_prob
+    everything = [(layer, token) for layer in range(result.scores.shape[0]) for token in range(len(result.tokens))]
+    restored = restored_probability(model, tokenizer, PROMPT, SUBJECT, everything, samples=2)
+    assert restored == pytest.approx(result.clean_prob, abs=1e-5)
+    nothing = restored_probability(model, tokenizer, PROMPT, SUBJECT, [], samples=2)
+    assert nothing == pytest.approx(result.corrupted_prob, abs=1e-5)
+    # One score is one restoration: restored probability minus corrupted probability.
+    one = restored_probability(model, tokenizer, PROMPT, SUBJECT, [(10, 3)], samples=2)
+    assert result.scores[10, 3] == pytest.approx(one - result.corrupted_prob, abs=1e-5)
+
+
+def test_a_subject_missing_from_the_prompt_is_a_clear_error(tiny, tokenizer):
+    with pytest.raises(ValueError, match="does not occur in the prompt"):
+        causal_trace(tiny, tokenizer, PROMPT, "Japan's", samples=2)
+    with pytest.raises(ValueError, match="does not occur in the prompt"):
+        causal_trace(tiny, tokenizer, PROMPT, "japan", samples=2)  # case counts
+    with pytest.raises(ValueError, match="non-empty"):
+        causal_trace(tiny, tokenizer, PROMPT, " ", samples=2)
+
+
+@pytest.mark.parametrize("bad", [dict(kind="mlps"), dict(kind=None), dict(samples=0), dict(window=0),
+                                 dict(noise=-1.0), dict(noise="3"), dict(method="slow"), dict(tokens=[7]),
+                                 dict(tokens=[]), dict(layers=[6]), dict(layers=2),
+                                 dict(layers_per_pass=0)])
+def test_bad_arguments_say_what_was_expected(tiny, tokenizer, bad):
+    with pytest.raises(ValueError, match="must"):
+        causal_trace(tiny, tokenizer, PROMPT, SUBJECT, **bad)
+
+
+def test_restored_probability_checks_kind_and_states(tiny, tokenizer):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        restored_probability(tiny, tokenizer, PROMPT, SUBJECT, [(0, 3)], kind="residual")
+    with pytest.raises(ValueError, match="outside 6 layers x 5 tokens"):
+        restored_probability(tiny, tokenizer, PROMPT, SUBJECT, [(6, 3)], noise=1.0)
+
+
+def test_an_unknown_architecture_says_how_to_add_it():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="ARCHITECTURES"):
+        tracing.model_modules(model)
+
+
+def test_subject_token_range_covers_a_multi_token_subject(tokenizer):
+    prompt = "The mother tongue of Leo Tolstoy is"
+    start, end = subject_token_range(tokenizer, prompt, "Leo Tolstoy")
+    pieces = [tokenizer.decode([i]) for i in tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    assert "".join(pieces[start:end]).strip() == "Leo Tolstoy"
+    assert end - start > 2
+
+
+def test_token_categories_follow_the_papers_figure_2():
+    # 8 tokens, subject at positions 1-3: first, middle, last subject token, first subsequent,
+    # further tokens, last token; position 0 comes before the subject.
+    assert token_categories(8, (1, 4)) == [None, 0, 1, 2, 3, 4, 4, 5]
+    assert token_categories(5, (3, 4)) == [None, None, None, 2, 5]  # one-token subject just before the end
+
+
+def test_average_by_category_averages_prompts_and_skips_untraced_tokens():
+    def result(scores, subject_range):
+        return tracing.TraceResult(scores=np.array(scores, dtype=float), clean_prob=1.0, corrupted_prob=0.0,
+                                   answer=" x", answer_id=0, tokens=["a"] * len(scores[0]),
+                                   subject_range=subject_range, kind="hidden", window=10, noise=1.0, samples=2)
+
+    nan = float("nan")
+    first = result([[0.0, 1.0, nan, 3.0]], (1, 2))    # last subject token 1.0, last token 3.0
+    second = result([[0.0, 5.0, 7.0]], (1, 2))        # last subject token 5.0, last token 7.0
+    average = average_by_category([first, second])
+    assert average.shape == (len(CATEGORIES), 1)
+    assert average[CATEGORIES.index("last subject token"), 0] == 3.0
+    assert average[CATEGORIES.index("last token"), 0] == 5.0
+    assert np.isnan(average[CATEGORIES.index("first subsequent token"), 0])
+    with pytest.raises(ValueError, match="empty"):
+        average_by_category([])
+
+
+def test_known_facts_have_a_subject_in_the_prompt_and_a_spaced_answer(tokenizer):
+    facts = load_known_facts()
+    assert len(facts) >= 20
+    for fact in facts:
+        assert set(fact) == {"prompt", "subject", "answer", "relation"}
+        subject_token_range(tokenizer, fact["prompt"], fact["subject"])
+        assert fact["answer"].startswith(" ") and fact["answer"].strip()

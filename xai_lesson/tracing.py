@@ -1,0 +1,519 @@
+"""Causal tracing (Meng et al. 2022, "Locating and Editing Factual Associations in GPT").
+
+Three runs of a causal language model on a factual prompt such as
+"The Eiffel Tower is located in the city of" -> " Paris":
+
+1. the *clean* run, on the prompt as written, gives p(answer);
+2. the *corrupted* run adds Gaussian noise to the input embeddings of the
+   subject's tokens ("The Eiffel Tower"), which usually destroys the answer;
+3. each *restored* run copies one clean state (a layer's output at one token,
+   or a window of MLP or attention outputs) into the corrupted run.
+
+The *indirect effect* of a state is p(answer | restored) - p(answer | corrupted).
+
+Everything works through torch forward hooks on the decoder layers and their
+MLP and attention submodules, so the same code runs on SmolLM2 (Llama
+architecture, offline) and on GPT-2. ``ARCHITECTURES`` is the only place that
+names modules.
+
+``causal_trace(..., method="fast")`` batches many restorations into one forward
+pass and reuses work that cannot change: it starts each pass at the patched
+token, with the corrupted run's keys and values of the earlier positions (causal
+attention shields them from the patch), and it replays the corrupted run's cached
+outputs for the layers below the lowest patched layer instead of computing them
+again. ``method="straightforward"`` runs one forward pass per (layer, token,
+noise sample), as the paper's code does; both give the same scores.
+"""
+
+import csv
+import numbers
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+# Module paths per architecture (config.model_type). Add a line here to trace a new family.
+ARCHITECTURES = {
+    "llama": {"layers": "model.layers", "mlp": "mlp", "attn": "self_attn", "embed": "model.embed_tokens"},
+    "mistral": {"layers": "model.layers", "mlp": "mlp", "attn": "self_attn", "embed": "model.embed_tokens"},
+    "qwen2": {"layers": "model.layers", "mlp": "mlp", "attn": "self_attn", "embed": "model.embed_tokens"},
+    "gpt2": {"layers": "transformer.h", "mlp": "mlp", "attn": "attn", "embed": "transformer.wte"},
+}
+KINDS = ("hidden", "mlp", "attn")
+FACTS_CSV = "facts/known_facts.csv"
+CATEGORIES = ("first subject token", "middle subject tokens", "last subject token",
+              "first subsequent token", "further tokens", "last token")
+
+
+def _get(root, dotted):
+    for name in dotted.split("."):
+        root = getattr(root, name)
+    return root
+
+
+def model_modules(model):
+    """The modules causal tracing hooks: {"layers", "mlp", "attn": lists, "embed": module}."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"Causal tracing does not know the module names of model type {model_type!r}. "
+                         f"Known types: {sorted(ARCHITECTURES)}. Add an entry to "
+                         "xai_lesson.tracing.ARCHITECTURES with the paths of its layers, MLP, "
+                         "attention and input embedding.")
+    paths = ARCHITECTURES[model_type]
+    layers = list(_get(model, paths["layers"]))
+    return {"layers": layers, "hidden": layers,
+            "mlp": [_get(layer, paths["mlp"]) for layer in layers],
+            "attn": [_get(layer, paths["attn"]) for layer in layers],
+            "embed": _get(model, paths["embed"])}
+
+
+def _check_kind(kind):
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+
+
+def subject_token_range(tokenizer, prompt, subject):
+    """(start, end) token positions covering the first occurrence of ``subject`` in ``prompt``.
+
+    The subject's character span is mapped to tokens with the tokenizer's offsets,
+    so a token that overlaps the span by one character counts as a subject token.
+    """
+    if not subject or not subject.strip():
+        raise ValueError("subject must be a non-empty string, for example 'The Eiffel Tower'.")
+    begin = prompt.find(subject)
+    if begin < 0:
+        raise ValueError(f"The subject {subject!r} does not occur in the prompt {prompt!r}. "
+                         "Give the subject exactly as it is written in the prompt (case and spaces count).")
+    end = begin + len(subject)
+    encoded = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
+    positions = [i for i, (s, e) in enumerate(encoded["offset_mapping"]) if s < end and e > begin]
+    return positions[0], positions[-1] + 1
+
+
+def answer_token_id(tokenizer, answer):
+    """Id of the first token of ``answer`` (write the leading space: " Paris")."""
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"answer {answer!r} gives no tokens; use a word with its leading space, e.g. ' Paris'.")
+    return ids[0]
+
+
+def load_known_facts():
+    """The lesson's factual prompts (data/facts/known_facts.csv) as a list of dicts.
+
+    Keys: prompt, subject, answer (with its leading space), relation. SmolLM2-135M
+    gives each answer's first token as its top prediction.
+    """
+    from xai_lesson.data import data_file
+
+    with open(data_file(FACTS_CSV), newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def embedding_noise_scale(model, tokenizer, subjects=None, factor=3.0):
+    """``factor`` times the standard deviation of the input embeddings of ``subjects``' tokens.
+
+    The paper uses 3 x the standard deviation over the subjects of its fact set;
+    ``subjects=None`` uses the subjects of ``load_known_facts()``.
+    """
+    if subjects is None:
+        subjects = [fact["subject"] for fact in load_known_facts()]
+    if isinstance(subjects, str) or not subjects:
+        raise ValueError("subjects must be a non-empty list of strings.")
+    ids = [i for s in subjects for i in tokenizer(" " + s.strip(), add_special_tokens=False)["input_ids"]]
+    with torch.inference_mode():
+        vectors = model_modules(model)["embed"](torch.tensor(ids))
+    return float(factor * vectors.std())
+
+
+@contextmanager
+def _hooks(pairs):
+    """Register (module, hook) forward hooks; remove them however the block ends."""
+    handles = [module.register_forward_hook(hook) for module, hook in pairs]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _hidden(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_hidden(output, tensor):
+    return (tensor,) + tuple(output[1:]) if isinstance(output, tuple) else tensor
+
+
+@contextmanager
+def _staircase(layers, active, templates, fills):
+    """Let each layer compute only the rows that need it, and replay the corrupted run for the rest.
+
+    The rows of a pass are sorted by the first layer that must be recomputed for
+    them, so at layer ``i`` the rows that need computing are the first
+    ``active[i]``. The other rows still hold the corrupted run, whose output at
+    this layer is known: ``fills(i, rows)`` gives it, and ``templates[i]`` (the
+    layer's output in the corrupted run) gives the structure the layer returns.
+    Attention masks that have one row per batch entry (4-D tensors whose first
+    dimension is the batch) are cut to the active rows; everything else is passed
+    on unchanged. The model's own loop over layers still runs, so module names and
+    calling conventions of the architecture do not matter.
+    """
+    def wrap(index, forward):
+        def layer_forward(hidden_states, *args, **kwargs):
+            rows, computed = hidden_states.shape[0], active[index]
+            if computed == rows:
+                return forward(hidden_states, *args, **kwargs)
+            if computed == 0:
+                return _with_hidden(templates[index], fills(index, rows))
+
+            def cut(value):
+                if torch.is_tensor(value) and value.ndim == 4 and value.shape[0] == rows:
+                    return value[:computed]
+                return value
+
+            output = forward(hidden_states[:computed], *map(cut, args), **{k: cut(v) for k, v in kwargs.items()})
+            hidden = torch.cat([_hidden(output), fills(index, rows - computed)])
+            return _with_hidden(output, hidden)
+        return layer_forward
+
+    try:
+        for index, layer in enumerate(layers):
+            layer.forward = wrap(index, layer.forward)
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
+
+
+def _window(layer, window, n_layers):
+    """Layers restored together for a patch at ``layer``: a window centred on it (as in the paper)."""
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
+
+
+def _patched_layers(layer, kind, window, n_layers):
+    return range(layer, layer + 1) if kind == "hidden" else _window(layer, window, n_layers)
+
+
+@dataclass
+class TraceResult:
+    """What ``causal_trace`` returns. ``scores[layer, token]`` is an indirect effect."""
+
+    scores: np.ndarray
+    clean_prob: float
+    corrupted_prob: float
+    answer: str
+    answer_id: int
+    tokens: list
+    subject_range: tuple
+    kind: str
+    window: int
+    noise: float
+    samples: int
+    method: str = field(default="fast")
+
+    @property
+    def subject_positions(self):
+        return list(range(*self.subject_range))
+
+
+def _prepare(model, tokenizer, prompt, subject, noise, samples, seed):
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive int, got {samples!r}.")
+    subject_range = subject_token_range(tokenizer, prompt, subject)
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    modules = model_modules(model)
+    if noise is None:
+        noise = embedding_noise_scale(model, tokenizer)
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
+        raise ValueError(f"noise must be a standard deviation, a number >= 0 (or None for 3 x the embedding "
+                         f"standard deviation), got {noise!r}.")
+    generator = torch.Generator().manual_seed(seed)
+    start, end = subject_range
+    draws = torch.randn((samples, end - start, model.config.hidden_size), generator=generator)
+    with torch.inference_mode():
+        clean_embeds = modules["embed"](ids)
+    corrupt = clean_embeds.repeat(samples, 1, 1)
+    corrupt[:, start:end] += noise * draws
+    return ids, subject_range, modules, float(noise), corrupt
+
+
+def _clean_run(model, modules, ids, tokenizer, answer):
+    """Clean run: the answer and every layer's, MLP's and attention's output at every token."""
+    states = {kind: [None] * len(modules["layers"]) for kind in KINDS}
+
+    def keep(kind, index):
+        def hook(module, args, output):
+            states[kind][index] = _hidden(output)[0].clone()
+        return hook
+
+    pairs = [(modules[kind][i], keep(kind, i)) for kind in KINDS for i in range(len(modules["layers"]))]
+    with _hooks(pairs):
+        probs = model(input_ids=ids).logits[0, -1].softmax(-1)
+    if answer is None:
+        answer_id = int(probs.argmax())
+    else:
+        answer_id = answer_token_id(tokenizer, answer)
+    return answer_id, float(probs[answer_id]), {k: torch.stack(v) for k, v in states.items()}
+
+
+def _restore_hooks(modules, kind, clean, rows_for_layer, offset):
+    """Hooks that copy the clean state of (layer, token) into the rows that restore it.
+
+    ``rows_for_layer[layer]`` is a list of (row indices, token position) pairs; the
+    token position is counted in the full prompt, ``offset`` is the first position
+    this forward pass computes.
+    """
+    def hook_for(layer):
+        def hook(module, args, output):
+            hidden = _hidden(output).clone()
+            for rows, token in rows_for_layer[layer]:
+                hidden[rows, token - offset] = clean[kind][layer, token]
+            return _with_hidden(output, hidden)
+        return hook
+
+    return [(modules[kind][layer], hook_for(layer)) for layer in rows_for_layer]
+
+
+def _answer_probs(logits, answer_id):
+    return logits[:, -1].softmax(-1)[:, answer_id]
+
+
+def _straightforward(model, modules, kind, window, clean, corrupt, answer_id, positions, chosen_layers):
+    """One forward pass per (layer, token, noise sample), as in the paper's code."""
+    n_layers, n_tokens = len(modules["layers"]), corrupt.shape[1]
+    corrupted = torch.stack([_answer_probs(model(inputs_embeds=corrupt[s:s + 1]).logits, answer_id)[0]
+                             for s in range(len(corrupt))])
+    scores = torch.full((n_layers, n_tokens), float("nan"))
+    for layer in chosen_layers:
+        for token in positions:
+            restore = {m: [([0], token)] for m in _patched_layers(layer, kind, window, n_layers)}
+            probs = []
+            with _hooks(_restore_hooks(modules, kind, clean, restore, 0)):
+                for s in range(len(corrupt)):
+                    probs.append(_answer_probs(model(inputs_embeds=corrupt[s:s + 1]).logits, answer_id)[0])
+            scores[layer, token] = torch.stack(probs).mean()
+    return scores, corrupted.mean()
+
+
+def _cache_tensors(cache):
+    """[(keys, values) per layer] from a transformers cache object (4.x or 5.x)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(k, v) for k, v in cache.to_legacy_cache()]
+
+
+def _first_computed_layer(layer, kind, window, n_layers):
+    """The lowest layer a restoration at ``layer`` changes: below it, the restored run is the corrupted run.
+
+    Restoring a layer's output ("hidden") changes nothing until the next layer
+    reads it; restoring an MLP or attention output changes its own layer, and the
+    lowest one in its window.
+    """
+    if kind == "hidden":
+        return layer + 1
+    return min(_window(layer, window, n_layers))
+
+
+def _fast(model, modules, kind, window, clean, corrupt, answer_id, positions, chosen_layers, first_token,
+          layers_per_pass):
+    """Batched restorations that skip the work a restoration cannot change.
+
+    1. One corrupted run of all noise samples keeps every layer's output and the
+       keys and values of every position.
+    2. Restoring a state at token ``t`` cannot change positions before ``t``
+       (causal attention): each pass starts at ``t``, with the corrupted run's
+       keys and values of the earlier positions as its cache.
+    3. Below the first layer a restoration changes, its run *is* the corrupted
+       run: those rows are replayed from step 1, not computed (see ``_staircase``).
+    4. Tokens before the subject are the same in the clean and corrupted runs,
+       so restoring them changes nothing: their restored probability is the
+       corrupted one, with no forward pass.
+
+    Every (layer, noise sample) restoration of one token shares one forward pass
+    (``layers_per_pass`` layers at a time).
+    """
+    from transformers import DynamicCache
+
+    n_layers, (samples, n_tokens) = len(modules["layers"]), corrupt.shape[:2]
+    layer_outputs = [None] * n_layers
+
+    def keep(index):
+        def hook(module, args, output):
+            layer_outputs[index] = output
+        return hook
+
+    with _hooks([(modules["layers"][i], keep(i)) for i in range(n_layers)]):
+        out = model(inputs_embeds=corrupt, use_cache=True, logits_to_keep=1)
+    corrupted = _answer_probs(out.logits, answer_id).mean()
+    kv = _cache_tensors(out.past_key_values)
+    restored = torch.full((n_layers, n_tokens), float("nan"))
+    restored[np.ix_(chosen_layers, [t for t in positions if t < first_token])] = float(corrupted)
+    starts = [_first_computed_layer(layer, kind, window, n_layers) for layer in range(n_layers)]
+    for token in [t for t in positions if t >= first_token]:
+        position_ids = torch.arange(token, n_tokens).unsqueeze(0)
+        for first in range(0, len(chosen_layers), layers_per_pass):
+            patch_layers = chosen_layers[first:first + layers_per_pass]
+            repeats = len(patch_layers)
+            restore = {}
+            for i, layer in enumerate(patch_layers):
+                for m in _patched_layers(layer, kind, window, n_layers):
+                    restore.setdefault(m, []).append((slice(i * samples, (i + 1) * samples), token))
+            # Rows are grouped by patched layer, and the groups' first computed layers never decrease,
+            # so the rows layer i must compute are the first active[i].
+            active = [samples * sum(starts[layer] <= i for layer in patch_layers) for i in range(n_layers)]
+
+            def fills(index, rows, token=token):
+                return _hidden(layer_outputs[index])[:, token:].repeat(rows // samples, 1, 1)
+
+            past = None
+            if token > 0:
+                # Each layer's cache holds the rows that layer computes. A layer that computes no row
+                # still gets one group of rows (never read): the model takes the number of cached
+                # positions from the first layer's cache, and an empty cache would count as zero.
+                past = DynamicCache(ddp_cache_data=[
+                    (k[:, :, :token].repeat(max(n // samples, 1), 1, 1, 1),
+                     v[:, :, :token].repeat(max(n // samples, 1), 1, 1, 1))
+                    for (k, v), n in zip(kv, active)])
+            with (_staircase(modules["layers"], active, layer_outputs, fills),
+                  _hooks(_restore_hooks(modules, kind, clean, restore, token))):
+                logits = model(inputs_embeds=corrupt[:, token:].repeat(repeats, 1, 1), past_key_values=past,
+                               position_ids=position_ids, use_cache=past is not None, logits_to_keep=1).logits
+            restored[patch_layers, token] = _answer_probs(logits, answer_id).view(repeats, samples).mean(1)
+    return restored, corrupted
+
+
+def _positions(chosen, n, name, what):
+    """Sorted, distinct indices in ``range(n)`` from a list that may count from the end (None: all)."""
+    if chosen is None:
+        return list(range(n))
+    if isinstance(chosen, int) or not chosen or not all(isinstance(i, int) and -n <= i < n for i in chosen):
+        raise ValueError(f"{name} must be a non-empty list of indices between {-n} and {n - 1} "
+                         f"({what.format(n=n)}), got {chosen!r}.")
+    return sorted({i % n for i in chosen})
+
+
+def causal_trace(model, tokenizer, prompt, subject, answer=None, kind="hidden", noise=None, samples=10,
+                 window=10, seed=0, method="fast", layers_per_pass=None, tokens=None, layers=None):
+    """Causal tracing of one factual prompt.
+
+    Parameters
+    ----------
+    model, tokenizer : a causal LM in eval mode (a type listed in ``ARCHITECTURES``) and its tokenizer.
+    prompt : the text before the answer, e.g. "The Eiffel Tower is located in the city of".
+    subject : the part of the prompt to corrupt, e.g. "The Eiffel Tower".
+    answer : the answer with its leading space (" Paris"); its first token is traced.
+        ``None`` uses the model's top prediction on the clean prompt.
+    kind : "hidden" restores one layer's output (the residual stream); "mlp" and
+        "attn" restore the MLP or attention outputs of ``window`` consecutive layers
+        centred on each layer.
+    noise : standard deviation of the Gaussian noise added to the subject's
+        embeddings; ``None`` means 3 x the standard deviation of subject embeddings.
+    samples : noise draws to average over; they are the same for every restoration.
+    seed : seed of the noise draws.
+    method : "fast" (batched, with reuse) or "straightforward" (one pass per restored run).
+    layers_per_pass : (fast) how many layers' restorations share one forward pass;
+        ``None`` means all of them. Fewer use less memory.
+    tokens : token positions to restore (negative ones count from the end, -1 is the
+        last token); ``None`` means all. The other columns of ``scores`` are NaN.
+    layers : layers to restore (for "mlp" and "attn", the centres of the windows);
+        ``None`` means all. The other rows of ``scores`` are NaN.
+
+    Returns a ``TraceResult``: ``scores`` (layers x tokens) holds the indirect
+    effects p(answer | restored) - p(answer | corrupted).
+    """
+    _check_kind(kind)
+    if method not in ("fast", "straightforward"):
+        raise ValueError(f"method must be 'fast' or 'straightforward', got {method!r}.")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive int (number of layers), got {window!r}.")
+    if layers_per_pass is not None and (not isinstance(layers_per_pass, int) or layers_per_pass < 1):
+        raise ValueError(f"layers_per_pass must be a positive int or None (all layers), got {layers_per_pass!r}.")
+    with torch.inference_mode():
+        ids, subject_range, modules, noise, corrupt = _prepare(model, tokenizer, prompt, subject, noise,
+                                                               samples, seed)
+        answer_id, clean_prob, clean = _clean_run(model, modules, ids, tokenizer, answer)
+        positions = _positions(tokens, ids.shape[1], "tokens", "the prompt has {n} tokens")
+        chosen_layers = _positions(layers, len(modules["layers"]), "layers", "the model has {n} layers")
+        if method == "fast":
+            restored, corrupted = _fast(model, modules, kind, window, clean, corrupt, answer_id, positions,
+                                        chosen_layers, subject_range[0], layers_per_pass or len(chosen_layers))
+        else:
+            restored, corrupted = _straightforward(model, modules, kind, window, clean, corrupt, answer_id,
+                                                   positions, chosen_layers)
+    tokens = [tokenizer.decode([i]) for i in ids[0].tolist()]
+    return TraceResult(scores=(restored - corrupted).numpy().astype(np.float64), clean_prob=clean_prob,
+                       corrupted_prob=float(corrupted), answer=tokenizer.decode([answer_id]),
+                       answer_id=answer_id, tokens=tokens, subject_range=subject_range, kind=kind,
+                       window=window, noise=noise, samples=samples, method=method)
+
+
+def restored_probability(model, tokenizer, prompt, subject, states, kind="hidden", answer=None, noise=None,
+                         samples=10, seed=0):
+    """Mean p(answer) over noise samples when all ``states`` [(layer, token), ...] are restored at once.
+
+    ``kind`` says which output is restored at each (layer, token): the layer's
+    ("hidden"), its MLP's ("mlp") or its attention's ("attn"). No window is applied.
+    With ``states=[]`` this is the corrupted probability.
+    """
+    _check_kind(kind)
+    with torch.inference_mode():
+        ids, _, modules, _, corrupt = _prepare(model, tokenizer, prompt, subject, noise, samples, seed)
+        answer_id, _, clean = _clean_run(model, modules, ids, tokenizer, answer)
+        n_layers, n_tokens = len(modules["layers"]), ids.shape[1]
+        restore = {}
+        for layer, token in states:
+            if not (0 <= layer < n_layers and 0 <= token < n_tokens):
+                raise ValueError(f"state {(layer, token)} is outside {n_layers} layers x {n_tokens} tokens.")
+            restore.setdefault(layer, []).append((slice(None), token))
+        with _hooks(_restore_hooks(modules, kind, clean, restore, 0)):
+            probs = _answer_probs(model(inputs_embeds=corrupt).logits, answer_id)
+    return float(probs.mean())
+
+
+def token_categories(n_tokens, subject_range):
+    """Category (an index into ``CATEGORIES``) of each token, as in the paper's Figure 2.
+
+    A one-token subject is its own first and last token: it counts as "last subject token".
+    """
+    start, end = subject_range
+    categories = []
+    for position in range(n_tokens):
+        if position == n_tokens - 1:
+            categories.append(5)
+        elif position == end - 1:
+            categories.append(2)
+        elif position == start:
+            categories.append(0)
+        elif start < position < end - 1:
+            categories.append(1)
+        elif position == end:
+            categories.append(3)
+        elif position > end:
+            categories.append(4)
+        else:
+            categories.append(None)  # before the subject: restoring it changes nothing
+    return categories
+
+
+def average_by_category(results):
+    """Mean indirect effect per (token category, layer) over many ``TraceResult``s.
+
+    Token positions that were not traced (NaN columns, see ``causal_trace(tokens=...)``) are left out.
+    Returns an array of shape (len(CATEGORIES), layers); a category no prompt has is NaN.
+    """
+    if not results:
+        raise ValueError("results is empty: pass a list of TraceResult from causal_trace.")
+    n_layers = results[0].scores.shape[0]
+    sums, counts = np.zeros((len(CATEGORIES), n_layers)), np.zeros(len(CATEGORIES))
+    for result in results:
+        per_category = {}
+        for position, category in enumerate(token_categories(len(result.tokens), result.subject_range)):
+            if category is not None and not np.isnan(result.scores[:, position]).all():
+                per_category.setdefault(category, []).append(result.scores[:, position])
+        for category, columns in per_category.items():
+            sums[category] += np.mean(columns, axis=0)
+            counts[category] += 1
+    with np.errstate(invalid="ignore"):
+        return sums / counts[:, None]
