@@ -25,13 +25,22 @@ TERMS = {
                          "adversarial perturbation", "HotFlip", "universal trigger", "flip rate", "LIME",
                          "surrogate model", "challenge set", "minimal pair", "counterfactual", "log-odds",
                          "word piece"],
+    "05-probing": ["probe", "linear probe", "hidden state", "mean pooling", "padding", "attention mask",
+                   "cross-validation", "majority-class baseline", "bag-of-words", "re-initialised", "part of speech",
+                   "silver labels", "control task", "selectivity", "multi-layer perceptron", "intervention"],
+    "06-causal-tracing": ["causal tracing", "clean run", "corrupted run", "restored run", "subject", "indirect effect",
+                          "forward hook", "residual stream", "decoder layer", "window", "resample ablation",
+                          "mean ablation"],
 }
 
 # A term used in an episode may be an inflected or hyphenated form of the glossary's headword.
 GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box method", "black box": "black-box method",
                      "local": "local explanation", "global": "global explanation", "Clever Hans": "Clever Hans model",
                      "saturat": "saturation", "spurious": "spurious correlation", "deletion": "deletion curve",
-                     "faithful": "faithfulness", "leave-one-out": "leave-one-out importance"}
+                     "faithful": "faithfulness", "leave-one-out": "leave-one-out importance",
+                     "bag-of-words": "bag of words", "re-initialised": "re-initialised model",
+                     "clean run": "clean, corrupted and restored runs", "corrupted run": "clean, corrupted and restored runs",
+                     "restored run": "clean, corrupted and restored runs"}
 
 
 def glossary():
