@@ -25,7 +25,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE = {"XAI_LESSON_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+           "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1",
+           "OMP_WAIT_POLICY": "PASSIVE"}
 DEFAULT_BUDGET = {"time_budget_s": 120, "memory_budget_mb": 2000}
 
 

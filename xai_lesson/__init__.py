@@ -13,6 +13,11 @@ import warnings
 
 import numpy as np
 
+# OpenMP threads that spin while they wait slow torch down many times over when
+# another program shares the CPU (a second notebook, a browser). Sleeping threads
+# cost nothing when the CPU is free. This must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 
