@@ -33,6 +33,14 @@ def test_a_sentence_gets_the_same_probability_alone_and_padded_in_a_batch(small_
     np.testing.assert_allclose(alone, padded, atol=1e-5)
 
 
+def test_pooled_rows_keep_the_input_order(small_classifier):
+    classifier, _ = small_classifier
+    texts = ["A much longer sentence about a film that goes on and on.", "Fine.", "A good film."]
+    batched = classifier.pooled(texts, batch_size=2)  # sorted by length inside, returned in input order
+    one_by_one = np.concatenate([classifier.pooled([text]) for text in texts])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
 def test_head_reproduces_the_logistic_regression(small_classifier):
     from sklearn.linear_model import LogisticRegression
 
