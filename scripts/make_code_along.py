@@ -33,7 +33,8 @@ def code_along(notebook):
                 cell = nbformat.v4.new_code_cell(EXERCISE_CELL, id=cell.get("id"))
             cell.outputs = []
             cell.execution_count = None
-            cell.metadata = {"tags": ["nbval-ignore-output"]}
+            # The tag, unless the cell already says so in a comment (nbval warns about both).
+            cell.metadata = {} if "NBVAL_IGNORE_OUTPUT" in cell.source else {"tags": ["nbval-ignore-output"]}
         cells.append(cell)
     result.cells = cells
     result.metadata.get("xai_lesson", {})["code_along"] = True
