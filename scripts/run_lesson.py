@@ -1,7 +1,7 @@
 """Run every notebook of the lesson in teaching order and report time and peak memory.
 
-    python scripts/run_lesson.py              # executed copies go to build/executed/
-    python scripts/run_lesson.py --in-place   # (authors) write the outputs back into notebooks/
+    python scripts/run_lesson.py              # executed copies go to build/executed/, figures to build/figures/
+    python scripts/run_lesson.py --in-place   # (authors) write the outputs back into notebooks/ and episodes/fig/
     python scripts/run_lesson.py 02-saliency-maps   # only the named notebooks
 
 Each notebook runs in its own process with the offline defaults (no model hub, no
@@ -59,8 +59,10 @@ def execute_one(notebook, output):
 
 def run(notebook, in_place):
     output = notebook if in_place else ROOT / "build" / "executed" / notebook.name
+    # Only the authors' in-place run refreshes the committed figures in episodes/fig/.
+    figures = {} if in_place else {"XAI_LESSON_FIGURE_DIR": str(ROOT / "build" / "figures")}
     result = subprocess.run([sys.executable, __file__, "--child", str(notebook), str(output)],
-                            capture_output=True, text=True, env={**os.environ, **OFFLINE})
+                            capture_output=True, text=True, env={**os.environ, **OFFLINE, **figures})
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         return {"seconds": float("nan"), "peak_mb": float("nan"),

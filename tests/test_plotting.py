@@ -56,3 +56,15 @@ def test_save_figure_wants_a_png_name():
     fig = plt.figure()
     with pytest.raises(ValueError, match="ending in .png"):
         plotting.save_figure(fig, "../escape.png")
+
+
+def test_figures_go_where_the_environment_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("XAI_LESSON_FIGURE_DIR", str(tmp_path / "figs"))
+    fig, _ = plt.subplots()
+    assert plotting.save_figure(fig, "x.png") == tmp_path / "figs" / "x.png"
+    assert (tmp_path / "figs" / "x.png").stat().st_size > 0
+
+
+def test_figures_default_to_the_episodes_folder(monkeypatch):
+    monkeypatch.delenv("XAI_LESSON_FIGURE_DIR", raising=False)
+    assert plotting.figure_dir().parts[-2:] == ("episodes", "fig")

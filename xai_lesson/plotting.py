@@ -111,14 +111,24 @@ def show_layer_token_heatmap(scores, tokens, ax=None, title=None, layer_labels=N
 
 
 def figure_dir():
-    """Where notebooks save the episodes' figures: ``episodes/fig/`` of the lesson repository.
+    """Where notebooks save the episodes' figures.
 
-    Outside the repository (on Colab, say), figures go to ``./fig/`` instead.
+    ``episodes/fig/`` of the lesson repository by default; outside the repository
+    (on Colab, say), ``./fig/``. The environment variable ``XAI_LESSON_FIGURE_DIR``
+    overrides both: the tests and ``make lesson`` point it at ``build/`` so that
+    running the lesson does not rewrite the committed figures (one of them shows
+    run times, which differ on every run).
     """
+    import os
     from pathlib import Path
 
     repository = Path(__file__).resolve().parent.parent
-    folder = repository / "episodes" / "fig" if (repository / "episodes").is_dir() else Path("fig")
+    if os.environ.get("XAI_LESSON_FIGURE_DIR"):
+        folder = Path(os.environ["XAI_LESSON_FIGURE_DIR"])
+    elif (repository / "episodes").is_dir():
+        folder = repository / "episodes" / "fig"
+    else:
+        folder = Path("fig")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
