@@ -21,7 +21,7 @@ lesson: setup
 	$(VENV_PYTHON) scripts/run_lesson.py
 
 test: setup
-	OMP_WAIT_POLICY=PASSIVE $(VENV_PYTHON) -m pytest
+	$(VENV_PYTHON) -m pytest
 
 notebooks: setup
 	$(VENV_PYTHON) scripts/run_lesson.py --in-place
