@@ -105,9 +105,9 @@ def load_known_facts():
     Keys: prompt, subject, answer (with its leading space), relation. SmolLM2-135M
     gives each answer's first token as its top prediction.
     """
-    from xai_lesson.data import data_file
+    from xai_lesson.data import verified_file
 
-    with open(data_file(FACTS_CSV), newline="", encoding="utf-8") as stream:
+    with open(verified_file(FACTS_CSV), newline="", encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
 
 
