@@ -24,6 +24,10 @@ MAX_RATING = 4.0  # the human ratings run from -4 to 4
 class DataChecksumError(RuntimeError):
     """A data file differs from the checksum recorded for it in data/checksums.sha256."""
 
+    def __init__(self, message, fix=None):
+        super().__init__(message)
+        self.fix = fix
+
 
 def data_dir():
     """The lesson's data folder: ``$XAI_LESSON_DATA``, or ``data/`` in the lesson repository."""
@@ -46,7 +50,9 @@ def data_file(relative):
     """Path of a data file, with an error that says how to get it when it is missing."""
     path = data_dir() / relative
     if not path.exists():
-        raise FileNotFoundError(f"The data file {path} is missing: {fix_for(relative)}.")
+        error = FileNotFoundError(f"The data file {path} is missing: {fix_for(relative)}.")
+        error.fix = fix_for(relative)
+        raise error
     return path
 
 
@@ -88,7 +94,7 @@ def verified_file(relative):
     if key not in _VERIFIED:
         expected = read_manifest().get(relative)
         if expected is not None and sha256(path) != expected:
-            raise DataChecksumError(_changed_message(relative))
+            raise DataChecksumError(_changed_message(relative), fix=fix_for(relative))
         _VERIFIED.add(key)
     return path
 

@@ -20,7 +20,11 @@ from pathlib import Path
 
 
 class ReadOnlyFolderError(PermissionError):
-    """A folder the lesson must write to is read-only."""
+    """A folder the lesson must write to is read-only. ``str(error)`` says what to do."""
+
+    @property
+    def fix(self):
+        return str(self)
 
 
 def folder_advice(folder, variable):

