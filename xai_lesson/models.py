@@ -263,8 +263,8 @@ def smollm2_cache_problem(full=False):
     return None
 
 
-def _build_smollm2_cache(source, target):
-    """Dequantise the GGUF weights and write the whole cache folder beside ``target``, then swap it in."""
+def _dequantise_smollm2(source, folder):
+    """Load the GGUF weights (about 25 s) and save the model, float32, as safetensors in ``folder``."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -275,12 +275,18 @@ def _build_smollm2_cache(source, target):
     # safetensors refuses shared tensors; the tied output layer is rebuilt from the config.
     state = {k: v.contiguous() for k, v in model.state_dict().items()
              if not (tied and k == "lm_head.weight")}
+    model.config.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_file(state, folder / "model.safetensors")
+
+
+def _build_smollm2_cache(source, target):
+    """Write the whole cache folder beside ``target``, record its files, then swap it in."""
     building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
+    os.chmod(building, 0o777 & ~files._umask())  # mkdtemp makes the folder private
     try:
-        model.config.save_pretrained(building)
-        model.generation_config.save_pretrained(building)
-        tokenizer.save_pretrained(building)
-        save_file(state, building / "model.safetensors")
+        _dequantise_smollm2(source, building)
         _write_records(building, source)
         old = target.parent / f".{target.name}.old-{os.getpid()}"
         if target.exists():
