@@ -141,7 +141,7 @@ def file_record(path):
     return {"bytes": status.st_size, "sha256": sha256(path), "mtime_ns": status.st_mtime_ns}
 
 
-# (path, size, mtime_ns) of files whose SHA-256 matched in this process.
+# (device, inode, size, mtime_ns) of files whose SHA-256 matched in this process.
 _VERIFIED = set()
 
 
@@ -159,7 +159,7 @@ def check_record(path, record, full=False):
     status = path.stat()
     if status.st_size != record.get("bytes"):
         return f"{path.name} has {status.st_size:,} bytes instead of {record.get('bytes', 0):,}"
-    key = (str(path.resolve()), status.st_size, status.st_mtime_ns)
+    key = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
     if key in _VERIFIED or (not full and status.st_mtime_ns == record.get("mtime_ns")):
         return None
     if sha256(path) != record.get("sha256"):

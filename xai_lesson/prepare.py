@@ -70,7 +70,11 @@ def sdist_url(index):
     """URL of the vaderSentiment 3.3.2 sdist, read from the index's simple page (PEP 503)."""
     page = f"{index}/{VADER_PROJECT}/"
     with urllib.request.urlopen(page, timeout=60) as response:
-        text = response.read().decode("utf-8", "replace")
+        return link_to_sdist(page, response.read().decode("utf-8", "replace"))
+
+
+def link_to_sdist(page, text):
+    """The absolute URL of the sdist among the links of a simple index page."""
     name = VADER_SDIST.rsplit("/", 1)[-1]
     for href in re.findall(r'href="([^"]+)"', text):
         link = html.unescape(href).split("#")[0]
