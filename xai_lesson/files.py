@@ -135,14 +135,28 @@ def sha256(path):
     return digest.hexdigest()
 
 
+# SHA-256 of the files hashed in this process, by (device, inode, size, mtime_ns): a file
+# that keeps all four is not read again (an ordinary write changes its mtime).
+_DIGESTS = {}
+
+
+def _identity(path):
+    status = Path(path).stat()
+    return status, (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def sha256_once(path):
+    """``sha256(path)``, computed at most once per process for an unchanged file."""
+    _, key = _identity(path)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256(path)
+    return _DIGESTS[key]
+
+
 def file_record(path):
     """What ``check_record`` needs to recognise ``path`` later: its size, SHA-256 and mtime."""
-    status = Path(path).stat()
-    return {"bytes": status.st_size, "sha256": sha256(path), "mtime_ns": status.st_mtime_ns}
-
-
-# (device, inode, size, mtime_ns) of files whose SHA-256 matched in this process.
-_VERIFIED = set()
+    status, _ = _identity(path)
+    return {"bytes": status.st_size, "sha256": sha256_once(path), "mtime_ns": status.st_mtime_ns}
 
 
 def check_record(path, record, full=False):
@@ -156,15 +170,13 @@ def check_record(path, record, full=False):
     path = Path(path)
     if not path.exists():
         return f"{path.name} is missing"
-    status = path.stat()
+    status, key = _identity(path)
     if status.st_size != record.get("bytes"):
         return f"{path.name} has {status.st_size:,} bytes instead of {record.get('bytes', 0):,}"
-    key = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
-    if key in _VERIFIED or (not full and status.st_mtime_ns == record.get("mtime_ns")):
+    if key not in _DIGESTS and not full and status.st_mtime_ns == record.get("mtime_ns"):
         return None
-    if sha256(path) != record.get("sha256"):
+    if sha256_once(path) != record.get("sha256"):
         return f"{path.name} has been changed: its SHA-256 differs from the one recorded"
-    _VERIFIED.add(key)
     return None
 
 

@@ -200,18 +200,21 @@ def prepare_models():
 
 
 def main(argv=None):
-    from xai_lesson.models import ModelNotAvailableError
-
     parser = argparse.ArgumentParser(description="Prepare the lesson's data and model cache.")
     parser.add_argument("--write-manifest", action="store_true",
                         help="(authors) rewrite data/checksums.sha256 from the files as they are")
     parser.add_argument("--skip-models", action="store_true", help="do not build or check the model cache")
     args = parser.parse_args(argv)
+    expected = (SetupError, files.ReadOnlyFolderError, FileNotFoundError)
+    if not args.skip_models:
+        from xai_lesson.models import ModelNotAvailableError  # imports torch: only when needed
+
+        expected += (ModelNotAvailableError,)
     try:
         prepare_data(data.data_dir(), args.write_manifest)
         if not args.skip_models:
             prepare_models()
-    except (SetupError, files.ReadOnlyFolderError, ModelNotAvailableError, FileNotFoundError) as error:
+    except expected as error:
         print(f"\nThe set-up could not finish.\n{error}", file=sys.stderr)
         return 1
     return 0
