@@ -104,6 +104,7 @@ def locked(lock_path, what="the set-up", wait_message=True):
 
             while True:
                 try:
+                    stream.seek(0)
                     msvcrt.locking(stream.fileno(), msvcrt.LK_NBLCK, 1)
                     break
                 except OSError:
