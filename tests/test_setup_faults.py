@@ -10,7 +10,6 @@ everything else on the repair path (checks, lock, records, swap) is the real cod
 """
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
