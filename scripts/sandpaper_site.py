@@ -33,7 +33,8 @@ SOURCES = ("config.yaml", "index.md", "CITATION.cff", "LICENSE.md", "CONTRIBUTIN
 OFFLINE_TOOL = ROOT.parent / "shared" / "workbench" / "check"
 
 BUILD_R = """
-invisible(suppressWarnings(loadNamespace("cffr")))  # offline, its CRAN look-up only warns
+# cffr (the citation page) looks CRAN up when it loads; offline that only warns
+invisible(suppressWarnings(requireNamespace("cffr", quietly = TRUE)))
 sandpaper::build_lesson(".", preview = FALSE, quiet = TRUE)
 """
 
