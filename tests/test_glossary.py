@@ -20,7 +20,7 @@ TERMS = {
                          "cascading randomisation", "Spearman rank correlation", "pointing game"],
     "03-gradcam": ["feature map", "channel", "class activation map", "forward hook", "GradCAM", "GradCAM++",
                    "ScoreCAM", "EigenCAM", "LayerCAM", "target layer", "spurious", "deletion", "faithful",
-                   "model-randomisation test"],
+                   "model-randomisation test", "stride", "receptive field"],
     "04-perturbations": ["perturbation method", "black box", "model-agnostic", "leave-one-out", "input reduction",
                          "adversarial perturbation", "HotFlip", "universal trigger", "flip rate", "LIME",
                          "surrogate model", "challenge set", "minimal pair", "counterfactual", "log-odds",
