@@ -30,7 +30,8 @@ TERMS = {
                    "silver labels", "control task", "selectivity", "multi-layer perceptron", "intervention"],
     "06-causal-tracing": ["causal tracing", "clean run", "corrupted run", "restored run", "subject", "indirect effect",
                           "forward hook", "residual stream", "decoder layer", "window", "resample ablation",
-                          "mean ablation"],
+                          "mean ablation", "total effect", "positive control", "logit difference", "severed MLP",
+                          "instruction tuning", "quantisation", "causal mediation analysis"],
 }
 
 # A term used in an episode may be an inflected or hyphenated form of the glossary's headword.

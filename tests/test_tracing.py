@@ -2,8 +2,12 @@
 
 Most tests use tiny random Llama and GPT-2 models (built from a config, no download),
 so they run in a fraction of a second and check that the code does not depend on
-one architecture. Two tests use SmolLM2, the lesson's model, on a five-token prompt.
+one architecture. Three tests use SmolLM2, the lesson's model. The last tests run the
+episode's hand-written restorations, taken from its notebook, on tiny Llama and GPT-2 models too.
 """
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +182,72 @@ def test_known_facts_have_a_subject_in_the_prompt_and_a_spaced_answer(tokenizer)
         assert set(fact) == {"prompt", "subject", "answer", "relation"}
         subject_token_range(tokenizer, fact["prompt"], fact["subject"])
         assert fact["answer"].startswith(" ") and fact["answer"].strip()
+
+
+# The episode's hand-written code, run as the notebook runs it, on other models than SmolLM2.
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "06-causal-tracing.ipynb"
+
+
+def _notebook_cell(marker):
+    """Source of the one code cell of the causal-tracing notebook that contains ``marker``."""
+    cells = [cell for cell in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+             if cell["cell_type"] == "code" and marker in "".join(cell["source"])]
+    assert len(cells) == 1, f"expected one notebook cell containing {marker!r}, found {len(cells)}"
+    return "".join(cells[0]["source"])
+
+
+def _run_hand_written_cells(model, tokenizer, own_answer):
+    """Execute the notebook's clean run, corrupted run and hand-written restore on ``model``.
+
+    With ``own_answer`` the traced answer is the model's own top prediction (a random model does not
+    know that Tolstoy spoke Russian). Lines that assert claims about SmolLM2 are left out.
+    """
+    namespace = {"model": model, "tokenizer": tokenizer, "tracing": tracing, "torch": torch, "np": np,
+                 "n_layers": model.config.num_hidden_layers}
+    clean = _notebook_cell("clean_outputs = [None]")
+    exec(clean, namespace)
+    if own_answer:
+        with torch.inference_mode():
+            ranked = model(input_ids=namespace["ids"]).logits[0, -1].argsort(descending=True).tolist()
+        top = next(i for i in ranked if tracing.answer_token_id(tokenizer, tokenizer.decode([i])) == i)
+        written = json.dumps(namespace["answer"])  # the cell writes the answer in double quotes
+        assert written in clean
+        exec(clean.replace(written, json.dumps(tokenizer.decode([top]))), namespace)
+    corrupted = _notebook_cell("corrupted_embeds[:, start:end] += noise * draws")
+    exec("\n".join(line for line in corrupted.split("\n") if not line.startswith(("assert", "    f\"the noise"))),
+         namespace)
+    exec(_notebook_cell("def restored_logits("), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_the_notebooks_hand_written_restore_runs_on_other_architectures(architecture, tokenizer):
+    model = _tiny_model(architecture, len(tokenizer))
+    namespace = _run_hand_written_cells(model, tokenizer, own_answer=True)
+    # The notebook's own check: restore equals tracing.restored_probability at every layer, the last included.
+    exec(_notebook_cell("check_samples = 1"), namespace)
+    probabilities = [p for p, _ in namespace["checked"].values()]
+    assert max(probabilities) - min(probabilities) > 0.01, "the check needs restorations that change the answer"
+    # The notebook's positive control and its straightforward window restoration.
+    exec(_notebook_cell("restored_embeds = corrupted_embeds.clone()"), namespace)
+    exec(_notebook_cell("def restore_window("), namespace)
+    ns = namespace
+    for kind in ("mlp", "attn"):
+        fast = causal_trace(model, tokenizer, ns["prompt"], ns["subject"], answer=ns["answer"], kind=kind,
+                            noise=ns["noise"], samples=ns["samples"], window=3, tokens=[ns["end"] - 1, -1])
+        for layer in range(model.config.num_hidden_layers):
+            for token in (ns["end"] - 1, ns["last"]):
+                by_hand = ns["restore_window"](kind, layer, token, window=3)
+                assert by_hand == pytest.approx(fast.scores[layer, token] + fast.corrupted_prob, abs=1e-5)
+
+
+def test_the_notebooks_hand_written_restore_is_right_at_the_last_layer(smollm2):
+    # Regression: copying in output_hidden_states[layer + 1] gave p = 0.0000 at layer 29 instead of 0.464,
+    # because the last hidden state is taken after the final norm.
+    model, tokenizer = smollm2
+    ns = _run_hand_written_cells(model, tokenizer, own_answer=False)
+    for layer in (28, 29):
+        reference = restored_probability(model, tokenizer, ns["prompt"], ns["subject"], [(layer, ns["last"])],
+                                         answer=ns["answer"], noise=ns["noise"], samples=ns["samples"])
+        assert ns["restore"](layer, ns["last"]) == pytest.approx(reference, abs=1e-5)
+        assert reference > 0.4
