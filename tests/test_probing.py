@@ -351,3 +351,17 @@ def test_layer_replay_matches_the_hook_on_the_full_model(encoder_and_tokenizer):
     np.testing.assert_allclose(replay.probabilities(P), expected, atol=1e-5)
     with pytest.raises(ValueError, match="layer must be"):
         probing.LayerReplay(classifier, texts, 6)
+
+
+def test_cached_last_layer_states_can_train_the_sentiment_head(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    texts = ["A fine film.", "Dull and far too long.", "A gem!", "Tedious."]
+    labels = [1, 0, 1, 0]
+    last = hidden_states(model, tokenizer, texts)[-1]
+    classifier = text_classifier.SentimentClassifier(model, tokenizer).eval()
+    np.testing.assert_allclose(last, classifier.pooled(texts), atol=1e-5)
+    reused = text_classifier.train_sentiment_classifier(model, tokenizer, texts, labels, features=last)
+    fresh = text_classifier.train_sentiment_classifier(model, tokenizer, texts, labels)
+    np.testing.assert_allclose(reused.head.weight.numpy(), fresh.head.weight.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="one row of 384"):
+        text_classifier.train_sentiment_classifier(model, tokenizer, texts, labels, features=last[:2])

@@ -508,8 +508,12 @@ class LayerReplay:
         self.batches = []
         captured = {}
 
+        class _Captured(Exception):
+            """Raised once layer ``layer + 1``'s input is captured: the rest need not run yet."""
+
         def capture(module, args, kwargs):
             captured["args"], captured["kwargs"] = args, kwargs
+            raise _Captured
 
         order = np.argsort([len(text) for text in texts], kind="stable")
         handle = blocks[layer].register_forward_pre_hook(capture, with_kwargs=True)
@@ -517,7 +521,10 @@ class LayerReplay:
             for start in range(0, len(texts), batch_size):
                 rows = order[start:start + batch_size]
                 input_ids, attention_mask = classifier.encode([texts[i] for i in rows])
-                classifier.encoder(input_ids=input_ids, attention_mask=attention_mask)
+                try:
+                    classifier.encoder(input_ids=input_ids, attention_mask=attention_mask)
+                except _Captured:
+                    pass
                 args, kwargs = captured["args"], captured["kwargs"]
                 self.batches.append((rows, attention_mask, args[0], args[1:], kwargs))
         finally:
