@@ -4,13 +4,25 @@
 PYTHON ?= python3
 VENV_PYTHON := .venv/bin/python
 
-.PHONY: help setup lesson test notebooks preview check clean
+# Another CPU, simulated on this one, for `make test-portable`: the kernel paths of
+# torch (ATen), MKL, oneDNN and OpenBLAS, and the number of threads the notebooks use.
+# The last digits of printed floats move; the notebooks' assertions and every word,
+# token and count must not. SETUP=avx2 is a laptop without AVX-512; SETUP=scalar is
+# torch's portable kernels with three threads.
+SETUP ?= avx2
+SETUP_avx2 := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
+	OPENBLAS_CORETYPE=Haswell XAI_LESSON_NUM_THREADS=1
+SETUP_scalar := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 \
+	OPENBLAS_CORETYPE=Nehalem XAI_LESSON_NUM_THREADS=3
+
+.PHONY: help setup lesson test test-portable notebooks site check clean
 
 help:
 	@echo "make lesson    set up .venv/ (first time only) and run every notebook, with a timing table"
 	@echo "make test      set up if needed, then run all the tests"
+	@echo "make test-portable  (authors, CI) re-test the notebooks on a simulated other CPU (SETUP=avx2 or scalar)"
 	@echo "make notebooks (authors) re-execute the notebooks in place, to commit their outputs"
-	@echo "make preview   build the offline website preview in build/site/"
+	@echo "make site      build the lesson website with sandpaper (needs R) in build/site/docs/"
 	@echo "make check     check your set-up: versions, models and data, with fixes"
 	@echo "make clean     remove build/ (keeps .venv/ and the data)"
 
@@ -23,11 +35,16 @@ lesson: setup
 test: setup
 	$(VENV_PYTHON) -m pytest
 
+test-portable: setup
+	@test -n "$(SETUP_$(SETUP))" || { echo "SETUP must be avx2 or scalar, not '$(SETUP)'." >&2; exit 1; }
+	env $(SETUP_$(SETUP)) $(VENV_PYTHON) -m pytest notebooks/[0-9]*.ipynb
+
 notebooks: setup
 	$(VENV_PYTHON) scripts/run_lesson.py --in-place
 
-preview: setup
-	$(VENV_PYTHON) scripts/build_site.py
+# Needs R and the Workbench's sandpaper, not the .venv: the script says how to install them.
+site:
+	$(PYTHON) scripts/sandpaper_site.py
 
 check: setup
 	$(VENV_PYTHON) -m xai_lesson.check_setup

@@ -7,6 +7,9 @@ offline defaults here exactly as `make lesson` runs them.
 import os
 from pathlib import Path
 
+# nbval compares printed floats within a tolerance, and everything else exactly.
+pytest_plugins = ["tests.nbval_tolerance"]
+
 for name, value in {"XAI_LESSON_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                     "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1",
                     # Before torch is imported: spinning OpenMP threads slow a shared CPU down.

@@ -1,20 +1,22 @@
-"""Check the lesson's Markdown the way the Carpentries Workbench validator does, and more.
+"""Check what the Carpentries Workbench's own validator does not: the lesson's rules on top.
 
     python scripts/lesson_check.py        # prints one line per problem; exit 1 if any
 
-Each rule has a short name, printed with every problem it finds:
+The Workbench validator (the R package pegboard, run by `sandpaper::validate_lesson()`
+or `../shared/workbench/check .`) already checks headings (level 2 first, no level 1,
+no skipped level, unique), fenced-div names and balance, links and images (the file
+or anchor exists, HTTPS, descriptive link text) and alt text. Those rules live there
+only. This script keeps the rules pegboard lacks, each with a short name printed with
+every problem it finds:
 
-  divs        fenced divs are ones the Workbench knows, and they balance
   nesting     solution and hint divs sit inside a challenge; each challenge has a solution
   sections    questions, objectives and keypoints exist; the first two lead, keypoints is last
   front-matter  an episode's front matter has title, teaching and exercises (minutes)
-  headings    headings start at level 2, never skip a level, and none is level 1
-  alt-text    every image has alt text
-  links       relative links and images point at files that exist
-  link-text   link text says where it goes (not "here" or "this link")
   code-lang   every code block names its language
   config      config.yaml's episodes and the files in episodes/ match, both ways
-  pairing     episodes and notebooks pair one to one, and link to each other
+  pairing     episodes and notebooks pair one to one, and link to each other (the
+              episode through the repository, so the link also works on the built site)
+  outputs     every line of an episode's ```output block is a line its notebook printed
   schedule    instructors/schedule.md gives each episode its teaching + exercises minutes,
               every listed episode appears in it, and each row starts when the one before ends
 """
@@ -27,17 +29,8 @@ from pathlib import Path
 
 import yaml
 
-KNOWN_DIVS = {"callout", "objectives", "questions", "challenge", "prereq", "checklist", "solution",
-              "hint", "discussion", "testimonial", "keypoints", "instructor", "spoiler", "tab",
-              "group-tab", "caution"}
 NESTED_IN_CHALLENGE = {"solution", "hint"}
-VAGUE_LINK_TEXT = {"here", "click here", "this link", "link", "this", "this page", "read more",
-                   "more", "go", "there"}
 DIV_LINE = re.compile(r"^(:{3,})\s*(?:\{\.?([\w-]+)[^}]*\}|([\w-]+))?\s*$")
-HEADING = re.compile(r"^(#{1,6})\s+\S")
-IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)[^)]*\)(\{[^}]*\})?")
-LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)[^)]*\)")
-ALT = re.compile(r"""alt\s*=\s*(['"])(.*?)\1""", re.S)
 SCHEDULE_ROW = re.compile(r"^\|\s*(\d{1,2}):(\d{2})\s*\|(.*)\|\s*(\d+)\s*\|\s*$")
 
 
@@ -106,7 +99,7 @@ def check_markdown(text, path, episode=False, root=None):
         if not language:
             report(number, "code-lang", "code block has no language: write ```python, ```bash or ```output")
 
-    # Fenced divs: known names, balance, nesting, order.
+    # Fenced divs: nesting and order (pegboard checks their names and balance).
     stack, order = [], []
     challenge_has_solution = {}
     for number, line in prose:
@@ -115,13 +108,9 @@ def check_markdown(text, path, episode=False, root=None):
             continue
         div = match.group(2) or match.group(3)
         if div is None:
-            if not stack:
-                report(number, "divs", "closing ':::' with no open div")
-            else:
+            if stack:
                 stack.pop()
             continue
-        if div not in KNOWN_DIVS:
-            report(number, "divs", f"unknown div '{div}'; the Workbench knows {sorted(KNOWN_DIVS)}")
         if div in NESTED_IN_CHALLENGE:
             if "challenge" not in [d for d, _ in stack]:
                 report(number, "nesting", f"a '{div}' div must sit inside a 'challenge' div")
@@ -132,8 +121,6 @@ def check_markdown(text, path, episode=False, root=None):
         if not stack:
             order.append((number, div))
         stack.append((div, number))
-    for div, number in stack:
-        report(number, "divs", f"the '{div}' div opened here is never closed")
     for number, has_solution in challenge_has_solution.items():
         if not has_solution:
             report(number, "nesting", "this challenge has no solution div")
@@ -149,43 +136,7 @@ def check_markdown(text, path, episode=False, root=None):
         if top_level and top_level[-1] != "keypoints":
             report(order[-1][0], "sections", "the 'keypoints' div comes last")
 
-    # Headings.
-    previous = 1
-    for number, line in prose:
-        match = HEADING.match(line)
-        if not match:
-            continue
-        level = len(match.group(1))
-        if level == 1:
-            report(number, "headings", "no level-1 headings: the title comes from the front matter")
-        elif level > previous + 1:
-            report(number, "headings", f"heading jumps from level {previous} to {level}")
-        previous = max(level, 2)
-
-    # Images and links.
-    base = path.parent
-    for number, line in prose:
-        for alt_match in IMAGE.finditer(line):
-            attributes = alt_match.group(3) or ""
-            alt = ALT.search(attributes)
-            if not alt or not alt.group(2).strip():
-                report(number, "alt-text", f"image {alt_match.group(2)} has no alt text: add {{alt='...'}}")
-            _check_target(alt_match.group(2), base, number, report)
-        for link in LINK.finditer(line):
-            text, target = link.group(1), link.group(2)
-            words = re.sub(r"[^\w\s]", "", text).strip().lower()
-            if words in VAGUE_LINK_TEXT:
-                report(number, "link-text", f"link text '{text}' does not say where it goes")
-            _check_target(target, base, number, report)
     return problems
-
-
-def _check_target(target, base, number, report):
-    if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
-        return
-    relative = target.split("#", 1)[0].split("?", 1)[0]
-    if relative and not (base / relative).exists():
-        report(number, "links", f"'{target}' points at a file that does not exist")
 
 
 def check_lesson(root):
@@ -207,6 +158,10 @@ def check_lesson(root):
             if not (root / section / name).exists():
                 problems.append(Problem("config.yaml", 1, "config", f"lists {section}/{name}, which does not exist"))
 
+    if not config.get("source"):
+        problems.append(Problem("config.yaml", 1, "config", "has no 'source': the repository's URL"))
+    # Where the built site's pages find the notebooks: notebooks/ is not part of the site.
+    notebook_url = f"{str(config.get('source', '')).rstrip('/')}/blob/{config.get('branch', 'main')}/notebooks/"
     notebooks = sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
     for stem in sorted({Path(n).stem for n in present} - set(notebooks)):
         problems.append(Problem(f"episodes/{stem}.md", 1, "pairing", f"has no notebook notebooks/{stem}.ipynb"))
@@ -218,7 +173,7 @@ def check_lesson(root):
         problems += check_markdown(text, path, episode=True, root=root)
         notebook = root / "notebooks" / f"{path.stem}.ipynb"
         if notebook.exists():
-            problems += check_pair(text, notebook, path.stem, root)
+            problems += check_pair(text, notebook, path.stem, notebook_url)
             problems += check_outputs(text, notebook, path.stem)
     if (root / "index.md").exists():
         problems += check_markdown((root / "index.md").read_text(encoding="utf-8"), root / "index.md", root=root)
@@ -290,12 +245,15 @@ def check_outputs(episode_text, notebook_path, stem):
     return problems
 
 
-def check_pair(episode_text, notebook_path, stem, root):
-    """The episode links to its notebook, and the notebook names its episode."""
+def check_pair(episode_text, notebook_path, stem, notebook_url):
+    """The episode links to its notebook in the repository, and the notebook names its episode.
+
+    The episode's link is absolute (``notebook_url`` + name) because the built site
+    holds no notebooks: a relative ../notebooks/ link works on GitHub but not there."""
     problems = []
-    if f"../notebooks/{stem}.ipynb" not in episode_text:
+    if f"]({notebook_url}{stem}.ipynb)" not in episode_text:
         problems.append(Problem(f"episodes/{stem}.md", 1, "pairing",
-                                f"does not link to its notebook ../notebooks/{stem}.ipynb"))
+                                f"does not link to its notebook as ({notebook_url}{stem}.ipynb)"))
     notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
     first = "".join(notebook["cells"][0]["source"]) if notebook.get("cells") else ""
     if f"../episodes/{stem}.md" not in first:

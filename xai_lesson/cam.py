@@ -22,11 +22,20 @@ def _check(model, target_layer, x, target):
     if not isinstance(target_layer, torch.nn.Module) or not any(m is target_layer for m in model.modules()):
         raise ValueError("target_layer must be a layer of model, for example model.last_conv or "
                          "classifier.target_layer.")
+    _check_image(x)
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
+        raise ValueError(f"target must be a class index (a non-negative int), got {target!r}.")
+
+
+def _check_image(x):
     if not torch.is_tensor(x) or x.ndim != 4 or x.shape[0] != 1:
         raise ValueError("x must be one image, a tensor of shape (1, C, H, W), got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}.")
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
-        raise ValueError(f"target must be a class index (a non-negative int), got {target!r}.")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"x must be a float tensor, got dtype {x.dtype}: convert a uint8 image with "
+                        "classifier.preprocess(image), or x.float() / 255 for a model trained on [0, 1].")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds NaN or infinite values: check how the image was made.")
 
 
 def gradcam_feature_map(model, target_layer, x, target):
@@ -39,6 +48,11 @@ def gradcam_feature_map(model, target_layer, x, target):
     stored = {}
 
     def keep_activation(module, inputs, output):
+        if not torch.is_tensor(output) or output.ndim != 4:
+            shape = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
+            raise ValueError(f"target_layer {type(module).__name__} outputs {shape}, but GradCAM needs a layer "
+                             "whose output is a feature map (1, channels, h, w): choose a convolutional "
+                             "layer, such as model.last_conv or classifier.target_layer.")
         stored["activation"] = output
         output.register_hook(lambda grad: stored.__setitem__("gradient", grad))
 
@@ -95,11 +109,16 @@ def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 
     fall faster than a random map does. Returns an array, one value per fraction.
     """
     cam = np.asarray(cam, dtype=np.float64)
-    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError("x must be one image of shape (1, C, H, W).")
+    _check_image(x)
     if cam.shape != tuple(x.shape[-2:]):
         raise ValueError(f"cam has shape {cam.shape}, but the image is {tuple(x.shape[-2:])}; "
                          "upsample the map to the image's size first.")
+    if not np.isfinite(cam).all():
+        raise ValueError("cam holds NaN or infinite values, so the pixels cannot be ranked: "
+                         "find where the NaN comes from before scoring the map.")
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
+        raise ValueError(f"target must be a class index (a non-negative int), got {target!r}; "
+                         "negative indices are not allowed, because they would score another class.")
     fractions = np.asarray(fractions, dtype=float)
     if fractions.ndim != 1 or (fractions < 0).any() or (fractions > 1).any():
         raise ValueError(f"fractions must be a list of numbers between 0 and 1, got {fractions}.")
@@ -110,4 +129,7 @@ def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 
         flat = batch[i].reshape(x.shape[1], -1)
         flat[:, removed] = fill
     model.eval()
-    return model(batch).softmax(-1)[:, target].numpy()
+    probabilities = model(batch).softmax(-1)
+    if target >= probabilities.shape[-1]:
+        raise ValueError(f"target {target} is out of range: the model has {probabilities.shape[-1]} classes.")
+    return probabilities[:, target].numpy()

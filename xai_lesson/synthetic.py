@@ -73,6 +73,9 @@ def _maps_and_masks(maps, masks):
     if maps.ndim != 3 or masks.ndim != 3 or maps.shape != masks.shape:
         raise ValueError("need maps of shape (N, H, W) or (N, C, H, W) and masks of shape (N, H, W) that "
                          f"match; got {tuple(maps.shape)} and {tuple(masks.shape)}.")
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("maps hold NaN or infinite values, which would score as no attribution at all: "
+                         "find where the NaN comes from (e.g. occlusion with a stride larger than its window).")
     if masks.dtype != torch.bool:
         raise TypeError(f"masks must be boolean (True inside the true region), got {masks.dtype}.")
     if not bool(masks.flatten(1).any(1).all()):

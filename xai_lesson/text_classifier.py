@@ -7,9 +7,28 @@ the linear head. Training takes a few seconds on a CPU, and gradients still flow
 from the logits back to the word embeddings, which is what saliency methods need.
 """
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
+
+MAX_TOKENS = 128  # texts longer than this are cut; movie-review snippets are at most 79 tokens
+
+
+def cut_texts(batch, tokenizer, texts, **kwargs):
+    """Indices of the texts that ``batch`` (tokenised with truncation) cut short."""
+    encodings = getattr(batch, "encodings", None)
+    if encodings:  # fast tokenizers keep what truncation removed
+        return [i for i, e in enumerate(encodings) if e.overflowing]
+    full = tokenizer(texts, truncation=False, **kwargs)["input_ids"]
+    return [i for i, ids in enumerate(full) if len(ids) > MAX_TOKENS]
+
+
+def warn_cut(n_cut, n_texts, what="texts"):
+    warnings.warn(f"{n_cut} of {n_texts} {what} are longer than {MAX_TOKENS} tokens and were cut: the words "
+                  "after the cut are not seen by the model. Shorten the text, or split it into sentences.",
+                  UserWarning, stacklevel=3)
 
 
 def mean_pool(hidden, attention_mask):
@@ -50,7 +69,10 @@ class SentimentClassifier(nn.Module):
     def encode(self, texts):
         """Tokenise a list of strings into padded tensors (input_ids, attention_mask)."""
         texts = _check_texts(texts)
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        cut = cut_texts(batch, self.tokenizer, texts)
+        if cut:
+            warn_cut(len(cut), len(texts))
         return batch["input_ids"], batch["attention_mask"]
 
     @torch.no_grad()

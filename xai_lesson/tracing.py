@@ -26,7 +26,9 @@ noise sample), as the paper's code does; both give the same scores.
 """
 
 import csv
+import math
 import numbers
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -79,7 +81,10 @@ def subject_token_range(tokenizer, prompt, subject):
     The subject's character span is mapped to tokens with the tokenizer's offsets,
     so a token that overlaps the span by one character counts as a subject token.
     """
-    if not subject or not subject.strip():
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be one string, got {type(prompt).__name__}; trace one prompt at a time, "
+                        "for example in a loop over your prompts.")
+    if not isinstance(subject, str) or not subject.strip():
         raise ValueError("subject must be a non-empty string, for example 'The Eiffel Tower'.")
     begin = prompt.find(subject)
     if begin < 0:
@@ -93,10 +98,38 @@ def subject_token_range(tokenizer, prompt, subject):
 
 def answer_token_id(tokenizer, answer):
     """Id of the first token of ``answer`` (write the leading space: " Paris")."""
+    if not isinstance(answer, str):
+        raise TypeError(f"answer must be a string such as ' Paris', got {type(answer).__name__}.")
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError(f"answer {answer!r} gives no tokens; use a word with its leading space, e.g. ' Paris'.")
+    _check_answer(tokenizer, answer, ids)
     return ids[0]
+
+
+def _check_answer(tokenizer, answer, ids):
+    """Warn when the traced token is probably not the answer the learner meant."""
+    suggestion = " " + answer.strip()
+    if answer.strip() and not answer[0].isspace():
+        warnings.warn(f"The answer {answer!r} has no leading space, so its token {tokenizer.decode(ids[:1])!r} "
+                      f"(id {ids[0]}) is the one for the middle of a word, which the model rarely predicts "
+                      f"after a prompt. Write the answer with its leading space: {suggestion!r}.",
+                      UserWarning, stacklevel=3)
+        return
+    first_word = tokenizer(" " + answer.split()[0], add_special_tokens=False)["input_ids"]
+    if len(first_word) > 1:
+        warnings.warn(f"The answer {answer!r} starts with a word that is {len(first_word)} tokens "
+                      f"({[tokenizer.decode([i]) for i in first_word]}); only the first, "
+                      f"{tokenizer.decode(first_word[:1])!r}, is traced. Check that this token is what you "
+                      "want to trace, or pick an answer that is one token.", UserWarning, stacklevel=3)
+
+
+def _warn_unlikely_answer(tokenizer, answer, answer_id, clean_prob):
+    if clean_prob < 0.01:
+        warnings.warn(f"The model gives the answer {answer!r} (token {tokenizer.decode([answer_id])!r}) only "
+                      f"p = {clean_prob:.4f} on the clean prompt, so there is little for tracing to restore. "
+                      f"Check the answer (its leading space: {' ' + answer.strip()!r}), or pass answer=None to "
+                      "trace the model's own top prediction.", UserWarning, stacklevel=4)
 
 
 def load_known_facts():
@@ -105,9 +138,9 @@ def load_known_facts():
     Keys: prompt, subject, answer (with its leading space), relation. SmolLM2-135M
     gives each answer's first token as its top prediction.
     """
-    from xai_lesson.data import data_file
+    from xai_lesson.data import verified_file
 
-    with open(data_file(FACTS_CSV), newline="", encoding="utf-8") as stream:
+    with open(verified_file(FACTS_CSV), newline="", encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
 
 
@@ -224,9 +257,14 @@ def _prepare(model, tokenizer, prompt, subject, noise, samples, seed):
     subject_range = subject_token_range(tokenizer, prompt, subject)
     ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     modules = model_modules(model)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and ids.shape[1] > context:
+        raise ValueError(f"The prompt has {ids.shape[1]} tokens, more than the model's context of {context} "
+                         "positions: its output would be meaningless. Shorten the prompt.")
     if noise is None:
         noise = embedding_noise_scale(model, tokenizer)
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
+    if (isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0
+            or not math.isfinite(noise)):
         raise ValueError(f"noise must be a standard deviation, a number >= 0 (or None for 3 x the embedding "
                          f"standard deviation), got {noise!r}.")
     generator = torch.Generator().manual_seed(seed)
@@ -255,6 +293,7 @@ def _clean_run(model, modules, ids, tokenizer, answer):
         answer_id = int(probs.argmax())
     else:
         answer_id = answer_token_id(tokenizer, answer)
+        _warn_unlikely_answer(tokenizer, answer, answer_id, float(probs[answer_id]))
     return answer_id, float(probs[answer_id]), {k: torch.stack(v) for k, v in states.items()}
 
 
@@ -433,6 +472,10 @@ def causal_trace(model, tokenizer, prompt, subject, answer=None, kind="hidden", 
     with torch.inference_mode():
         ids, subject_range, modules, noise, corrupt = _prepare(model, tokenizer, prompt, subject, noise,
                                                                samples, seed)
+        if kind != "hidden" and window > len(modules["layers"]):
+            raise ValueError(f"window={window} is wider than the model's {len(modules['layers'])} layers: every "
+                             "window would cover all layers, so every row of scores would be the same. Use a "
+                             f"window from 1 to {len(modules['layers'])} (the paper uses 10).")
         answer_id, clean_prob, clean = _clean_run(model, modules, ids, tokenizer, answer)
         positions = _positions(tokens, ids.shape[1], "tokens", "the prompt has {n} tokens")
         chosen_layers = _positions(layers, len(modules["layers"]), "layers", "the model has {n} layers")

@@ -35,6 +35,11 @@ def _check_data(inputs, labels):
     if not torch.is_tensor(inputs) or inputs.ndim != 4:
         raise ValueError("inputs must be a float tensor of shape (N, C, H, W), got "
                          f"{tuple(inputs.shape) if torch.is_tensor(inputs) else type(inputs).__name__}.")
+    if inputs.shape[0] == 0:
+        raise ValueError("inputs holds no images (shape (0, ...)): pass at least one training image.")
+    if not torch.is_floating_point(inputs):
+        raise TypeError(f"inputs must be a float tensor, got dtype {inputs.dtype}: use inputs.float() / 255 "
+                        "for uint8 images.")
     labels = torch.as_tensor(labels)
     if labels.shape != (inputs.shape[0],):
         raise ValueError(f"labels must have shape ({inputs.shape[0]},), one per input, got {tuple(labels.shape)}.")
@@ -44,6 +49,9 @@ def _check_data(inputs, labels):
 def fit(model, inputs, labels, epochs=5, batch_size=64, lr=3e-3, seed=0):
     """Train ``model`` with Adam and cross-entropy; returns the mean loss of each epoch."""
     labels = _check_data(inputs, labels)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
