@@ -27,7 +27,8 @@ TERMS = {
                          "word piece"],
     "05-probing": ["probe", "linear probe", "hidden state", "mean pooling", "padding", "attention mask",
                    "cross-validation", "majority-class baseline", "bag-of-words", "re-initialised", "part of speech",
-                   "silver labels", "control task", "selectivity", "multi-layer perceptron", "intervention"],
+                   "silver labels", "control task", "selectivity", "multi-layer perceptron", "intervention",
+                   "paired", "most frequent tag", "regularisation", "forward hook", "amnesic probing", "INLP"],
     "06-causal-tracing": ["causal tracing", "clean run", "corrupted run", "restored run", "subject", "indirect effect",
                           "forward hook", "residual stream", "decoder layer", "window", "resample ablation",
                           "mean ablation", "total effect", "positive control", "logit difference", "severed MLP",
@@ -39,7 +40,8 @@ GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box me
                      "local": "local explanation", "global": "global explanation", "Clever Hans": "Clever Hans model",
                      "saturat": "saturation", "spurious": "spurious correlation", "deletion": "deletion curve",
                      "faithful": "faithfulness", "leave-one-out": "leave-one-out importance",
-                     "bag-of-words": "bag of words", "re-initialised": "re-initialised model",
+                     "bag-of-words": "bag of words", "paired": "paired comparison",
+                     "most frequent tag": "most-frequent-tag baseline", "re-initialised": "re-initialised model",
                      "clean run": "clean, corrupted and restored runs", "corrupted run": "clean, corrupted and restored runs",
                      "restored run": "clean, corrupted and restored runs"}
 

@@ -203,3 +203,165 @@ def test_word_alignment_needs_a_fast_tokenizer(encoder_and_tokenizer):
 
     with pytest.raises(TypeError, match="fast"):
         hidden_states(model, SlowTokenizer(), [["A", "gem"]], pooling="tokens")
+
+
+# --- baselines, paired intervals, sweeps and the projection intervention (issue 16) ---
+
+def test_cv_splits_are_the_folds_probe_layers_uses():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    features = rng.normal(size=(60, 4)) + labels[:, None]
+    splits = probing.cv_splits(labels, cv=3, seed=0)
+    from sklearn.model_selection import cross_val_score
+
+    by_hand = cross_val_score(linear_probe(), features, labels, cv=splits)
+    mean, std = probe_layers([features], labels, cv=3, seed=0)
+    np.testing.assert_allclose([by_hand.mean(), by_hand.std()], [mean[0], std[0]])
+    groups = np.repeat(np.arange(12), 5)
+    for train, test in probing.cv_splits(labels, cv=3, groups=groups):
+        assert not set(groups[train]) & set(groups[test])
+    with pytest.raises(ValueError, match="one per label"):
+        probing.cv_splits(labels, cv=3, groups=[0, 1])
+
+
+def test_most_frequent_tag_counts_training_words_and_flags_unseen_ones():
+    train_words = ["The", "run", "run", "run", "a", "dog"]
+    train_tags = ["DET", "VERB", "NOUN", "VERB", "DET", "NOUN"]
+    predicted, seen = probing.most_frequent_tag(train_words, train_tags, ["the", "run", "cat", "dog"])
+    # "the" matches "The" (lower-cased); "run" is a VERB 2 times out of 3; "cat" is unseen and gets
+    # the most frequent tag overall (DET and NOUN and VERB tie at 2; ties go to the first in sort order).
+    assert predicted.tolist() == ["DET", "VERB", "DET", "NOUN"]
+    assert seen.tolist() == [True, True, False, True]
+    with pytest.raises(ValueError, match="one tag per training word"):
+        probing.most_frequent_tag(["a"], ["X", "Y"], ["a"])
+
+
+def test_corrected_paired_interval_is_wider_than_the_naive_one():
+    from scipy import stats
+
+    differences = np.array([0.02, 0.03, 0.01, 0.04, 0.02])
+    mean, low, high = probing.corrected_paired_interval(differences, test_fraction=0.25)
+    naive = stats.t.interval(0.95, 4, loc=differences.mean(), scale=stats.sem(differences))
+    assert mean == pytest.approx(0.024)
+    assert low < naive[0] < naive[1] < high
+    assert low > 0  # a consistent gain stays significant after the correction
+    _, low, high = probing.corrected_paired_interval([0.01, -0.02, 0.0, 0.02, -0.01], 0.25)
+    assert low < 0 < high
+    with pytest.raises(ValueError, match="at least 2"):
+        probing.corrected_paired_interval([0.1], 0.25)
+
+
+def test_selectivity_sweep_shows_that_a_weak_penalty_memorises_more():
+    rng = np.random.default_rng(0)
+    n_types, n = 200, 2000
+    word_of_token = rng.integers(n_types, size=n)
+    word_vectors = rng.normal(size=(n_types, 20))
+    task = (word_vectors[:, 0] > 0).astype(int)[word_of_token]  # one direction carries the task
+    control = rng.integers(3, size=n_types)[word_of_token]        # random label per word type
+    features = word_vectors[word_of_token] + 0.1 * rng.normal(size=(n, 20))
+    train, test = np.arange(1500), np.arange(1500, n)
+    result = probing.selectivity_sweep(features, task, control, lambda C: linear_probe(C=C),
+                                       [1e-4, 100.0], train, test)
+    assert set(result) == {"task", "control", "selectivity"}
+    np.testing.assert_allclose(result["selectivity"], result["task"] - result["control"])
+    assert result["task"][1] > 0.9
+    assert result["control"][1] > result["control"][0] + 0.05
+    with pytest.raises(ValueError, match="values is empty"):
+        probing.selectivity_sweep(features, task, control, linear_probe, [], train, test)
+
+
+def test_projection_removes_the_probe_direction_and_nothing_else():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    features = rng.normal(size=(200, 6)) * [1, 2, 3, 1, 1, 1]
+    features[:, 1] += 3 * labels
+    probe = linear_probe(C=1.0).fit(features, labels)
+    direction = probing.probe_directions(probe)
+    assert direction.shape == (1, 6)
+    P = probing.nullspace_projection(direction)
+    np.testing.assert_allclose(P, P.T, atol=1e-12)
+    np.testing.assert_allclose(P @ P, P, atol=1e-12)
+    # The probe's logit no longer depends on the features: it is the same for every example.
+    logits = probe.decision_function(features @ P)
+    assert np.ptp(logits) < 1e-6 * np.ptp(probe.decision_function(features))
+    # A vector orthogonal to the direction is left alone.
+    other = rng.normal(size=6)
+    other -= (other @ direction[0]) / (direction[0] @ direction[0]) * direction[0]
+    np.testing.assert_allclose(other @ P, other, atol=1e-12)
+    assert np.linalg.matrix_rank(P) == 5
+    sets = probing.random_directions(2, 6, n=3, seed=0)
+    assert len(sets) == 3 and all(s.shape == (2, 6) for s in sets)
+    assert np.linalg.matrix_rank(probing.nullspace_projection(sets[0])) == 4
+    with pytest.raises(ValueError, match="n_directions <= dim"):
+        probing.nullspace_projection(np.ones((7, 6)))
+    with pytest.raises(ValueError, match="non-zero"):
+        probing.nullspace_projection(np.zeros((1, 6)))
+    with pytest.raises(TypeError, match="fitted"):
+        probing.probe_directions(linear_probe())
+
+
+def test_project_layer_output_feeds_the_projected_state_to_later_layers_and_is_undone(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    texts = ["A fine film.", "Dull and far too long."]
+    before = hidden_states(model, tokenizer, texts)
+    direction = np.random.default_rng(0).normal(size=(1, 384))
+    unit = torch.tensor(direction[0] / np.linalg.norm(direction), dtype=torch.float32)
+    P = probing.nullspace_projection(direction)
+    layer4_input = {}
+
+    def record(module, args, kwargs):
+        layer4_input["states"] = args[0] if args else kwargs["hidden_states"]
+
+    handle = model.encoder.layer[3].register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        with probing.project_layer_output(model, 3, P):
+            during = hidden_states(model, tokenizer, texts)
+    finally:
+        handle.remove()
+    after = hidden_states(model, tokenizer, texts)
+    # Layer 4 receives layer 3's output with no component along the removed direction.
+    states = layer4_input["states"]
+    assert states.abs().max() > 1.0, "the recorded input must be live"
+    assert (states @ unit).abs().max() < 1e-4
+    # Layers 1-3 are untouched (transformers records hidden_states[3] before our hook replaces it),
+    # and the layers after it change.
+    for layer in range(4):
+        np.testing.assert_allclose(during[layer], before[layer], atol=1e-5)
+    assert not np.allclose(during[6], before[6], atol=1e-3)
+    for a, b in zip(after, before):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="layer must be"):
+        probing.project_layer_output(model, 0, P)
+    with pytest.raises(ValueError, match="projection must be"):
+        probing.project_layer_output(model, 3, np.eye(5))
+
+
+def test_layer_replay_matches_the_hook_on_the_full_model(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    texts = ["A fine film.", "Dull and far too long.", "The best thing I saw all year, by far.", "Meh."]
+    classifier = text_classifier.SentimentClassifier(model, tokenizer).eval()
+    torch.manual_seed(0)
+    torch.nn.init.normal_(classifier.head.weight, std=0.5)
+    replay = probing.LayerReplay(classifier, texts, 3, batch_size=3)
+    np.testing.assert_allclose(replay.probabilities(), classifier.predict_proba(texts), atol=1e-5)
+    P = probing.nullspace_projection(np.random.default_rng(1).normal(size=(2, 384)))
+    with probing.project_layer_output(model, 3, P):
+        expected = classifier.predict_proba(texts)
+    assert not np.allclose(expected, classifier.predict_proba(texts), atol=1e-4), "the projection must matter"
+    np.testing.assert_allclose(replay.probabilities(P), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="layer must be"):
+        probing.LayerReplay(classifier, texts, 6)
+
+
+def test_cached_last_layer_states_can_train_the_sentiment_head(encoder_and_tokenizer):
+    model, tokenizer = encoder_and_tokenizer
+    texts = ["A fine film.", "Dull and far too long.", "A gem!", "Tedious."]
+    labels = [1, 0, 1, 0]
+    last = hidden_states(model, tokenizer, texts)[-1]
+    classifier = text_classifier.SentimentClassifier(model, tokenizer).eval()
+    np.testing.assert_allclose(last, classifier.pooled(texts), atol=1e-5)
+    reused = text_classifier.train_sentiment_classifier(model, tokenizer, texts, labels, features=last)
+    fresh = text_classifier.train_sentiment_classifier(model, tokenizer, texts, labels)
+    np.testing.assert_allclose(reused.head.weight.numpy(), fresh.head.weight.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="one row of 384"):
+        text_classifier.train_sentiment_classifier(model, tokenizer, texts, labels, features=last[:2])

@@ -199,7 +199,7 @@ def linear_probe(C=0.01, tol=1e-3, max_iter=1000):
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, tol=tol, max_iter=max_iter))
 
 
-def mlp_probe(hidden=256, seed=0, max_iter=200):
+def mlp_probe(hidden=256, seed=0, max_iter=200, alpha=1e-4):
     """A non-linear probe: standardise, then a multi-layer perceptron with one hidden layer.
 
     Training stops when the accuracy on a random 10 % of the training examples has
@@ -209,7 +209,7 @@ def mlp_probe(hidden=256, seed=0, max_iter=200):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-4,
+    return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha,
                                                          early_stopping=True, max_iter=max_iter,
                                                          random_state=seed))
 
@@ -298,3 +298,260 @@ def selectivity(task_accuracy, control_accuracy):
         raise ValueError(f"task and control accuracies must have the same shape, got "
                          f"{task.shape} and {control.shape}.")
     return task - control
+
+
+# ---------------------------------------------------------------------------
+# Baselines for word-level probes, paired comparisons, selectivity sweeps and
+# the projection intervention (added for issue 16).
+# ---------------------------------------------------------------------------
+
+
+def cv_splits(labels, cv=5, seed=0, groups=None):
+    """The (train, test) index pairs that ``probe_layers`` uses for the same arguments.
+
+    Use them to score other models (baselines, other probes) on exactly the same
+    folds, so that the comparison is paired fold by fold.
+    """
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+    labels = np.asarray(labels)
+    if not isinstance(cv, int) or cv < 2:
+        raise ValueError(f"cv must be an int of 2 or more (the number of folds), got {cv!r}.")
+    if groups is None:
+        return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(labels, labels))
+    groups = np.asarray(groups)
+    if len(groups) != len(labels):
+        raise ValueError(f"groups has {len(groups)} entries; expected one per label ({len(labels)}).")
+    return list(GroupKFold(cv, shuffle=True, random_state=seed).split(labels, labels, groups))
+
+
+def most_frequent_tag(train_words, train_tags, test_words, lowercase=True):
+    """The most-frequent-tag-per-word baseline: no model, only a lookup table.
+
+    Each test word gets the tag it had most often in training. A word never seen
+    in training gets the most frequent tag overall. Ties go to the tag that sorts
+    first, so the result does not depend on the order of the data.
+    Returns ``(predicted_tags, seen)``: an array of tags and a boolean array that
+    is True where the test word occurred in training.
+    """
+    from collections import Counter
+
+    train_words, test_words = list(train_words), list(test_words)
+    train_tags = np.asarray(train_tags)
+    if len(train_words) != len(train_tags):
+        raise ValueError(f"need one tag per training word: got {len(train_words)} words and "
+                         f"{len(train_tags)} tags.")
+    if not train_words:
+        raise ValueError("train_words is empty: the baseline needs training words to count.")
+
+    def key(word):
+        return word.lower() if lowercase else word
+
+    counts = {}
+    for word, tag in zip(train_words, train_tags):
+        counts.setdefault(key(word), Counter())[tag] += 1
+    overall = Counter(train_tags.tolist())
+    default = min(overall, key=lambda tag: (-overall[tag], tag))
+    lookup = {w: min(c, key=lambda tag: (-c[tag], tag)) for w, c in counts.items()}
+    predicted = np.array([lookup.get(key(w), default) for w in test_words])
+    seen = np.array([key(w) in lookup for w in test_words], dtype=bool)
+    return predicted, seen
+
+
+def corrected_paired_interval(differences, test_fraction, confidence=0.95):
+    """A confidence interval for the mean of paired cross-validation differences.
+
+    ``differences`` holds, fold by fold, score A minus score B on the same folds.
+    Folds share training examples, so their scores are not independent and a plain
+    t-interval is too narrow. Nadeau & Bengio (2003) correct the variance by
+    ``1/k + n_test/n_train``; ``test_fraction`` is n_test / n_train (0.25 for 5 folds).
+    Returns ``(mean, low, high)``.
+    """
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"need one difference per fold (at least 2), got shape {d.shape}.")
+    if not 0 < test_fraction:
+        raise ValueError(f"test_fraction is n_test / n_train and must be positive, got {test_fraction}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}.")
+    k = len(d)
+    se = np.sqrt((1 / k + test_fraction) * d.var(ddof=1))
+    half = stats.t.ppf(0.5 + confidence / 2, df=k - 1) * se
+    return d.mean(), d.mean() - half, d.mean() + half
+
+
+def selectivity_sweep(features, task_labels, control_labels, make_probe, values, train, test):
+    """Task accuracy, control accuracy and selectivity for a probe at several settings.
+
+    ``make_probe(value)`` returns a fresh classifier for one setting (for example
+    one regularisation strength). Every setting is trained on the rows ``train``
+    and scored on the rows ``test``, for both tasks, so the points are paired.
+    Returns a dict of arrays with keys ``"task"``, ``"control"`` and ``"selectivity"``.
+    """
+    features = np.asarray(features)
+    task_labels, control_labels = np.asarray(task_labels), np.asarray(control_labels)
+    if features.ndim != 2 or not len(features) == len(task_labels) == len(control_labels):
+        raise ValueError(f"need a 2-D feature array with one row per label; got {features.shape}, "
+                         f"{len(task_labels)} task and {len(control_labels)} control labels.")
+    values = list(values)
+    if not values:
+        raise ValueError("values is empty: pass the settings to sweep, e.g. [0.001, 0.01, 0.1].")
+    task, control = [], []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for value in values:
+            for labels, out in ((task_labels, task), (control_labels, control)):
+                out.append(make_probe(value).fit(features[train], labels[train])
+                           .score(features[test], labels[test]))
+    task, control = np.array(task), np.array(control)
+    return {"task": task, "control": control, "selectivity": task - control}
+
+
+def probe_directions(fitted_probe):
+    """The directions in the raw feature space that a fitted linear probe reads.
+
+    ``fitted_probe`` is a fitted ``linear_probe()`` (a StandardScaler followed by a
+    LogisticRegression). The scaler divides feature j by its standard deviation, so
+    weight j acts on the raw feature as ``coef[j] / scale[j]``. Returns an array of
+    shape (n_directions, n_features): one row for a two-class probe, one per class
+    otherwise.
+    """
+    scaler, regression = fitted_probe[0], fitted_probe[-1]
+    if not hasattr(regression, "coef_"):
+        raise TypeError("fitted_probe must be a fitted linear_probe(): call .fit(features, labels) first.")
+    scale = getattr(scaler, "scale_", None)
+    return regression.coef_ / (scale if scale is not None else 1.0)
+
+
+def nullspace_projection(directions):
+    """The matrix P that removes ``directions`` from a vector: ``x @ P`` has no component along them.
+
+    P = I - Q Q^T, where the columns of Q are an orthonormal basis of the directions'
+    span. Projecting out a linear probe's direction(s) makes that probe's output
+    constant: this is iterative nullspace projection (INLP; Ravfogel et al. 2020)
+    with one step, or amnesic probing (Elazar et al. 2021) in its simplest form.
+    """
+    directions = np.atleast_2d(np.asarray(directions, dtype=np.float64))
+    if directions.ndim != 2 or directions.shape[0] > directions.shape[1]:
+        raise ValueError(f"directions must be (n_directions, dim) with n_directions <= dim; "
+                         f"got shape {directions.shape}.")
+    if not np.all(np.isfinite(directions)) or np.any(np.linalg.norm(directions, axis=1) == 0):
+        raise ValueError("every direction must be finite and non-zero.")
+    basis, _ = np.linalg.qr(directions.T)
+    return np.eye(directions.shape[1]) - basis @ basis.T
+
+
+def random_directions(rank, dim, n, seed=0):
+    """``n`` random sets of ``rank`` directions in ``dim`` dimensions (uniform on the sphere)."""
+    if not (isinstance(rank, int) and isinstance(dim, int) and isinstance(n, int)) or \
+            not 1 <= rank <= dim or n < 1:
+        raise ValueError(f"need ints with 1 <= rank <= dim and n >= 1; got rank={rank!r}, dim={dim!r}, n={n!r}.")
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(rank, dim)) for _ in range(n)]
+
+
+class project_layer_output:
+    """Context manager: while active, the output of transformer layer ``layer`` is projected.
+
+    ``layer`` counts as in ``hidden_states``: 1 is the output of the first
+    transformer layer, so hidden state ``layer`` becomes ``hidden @ projection`` at
+    every token, and all later layers run from the projected state. Layer 0 (the
+    embedding output) is not supported. Note that ``output_hidden_states`` still
+    reports layer ``layer`` itself unprojected (transformers records it before this
+    hook replaces it); the layers after it receive the projected state.
+
+        with probing.project_layer_output(encoder, 3, P):
+            probabilities = classifier.predict_proba(texts)
+    """
+
+    def __init__(self, model, layer, projection):
+        blocks = model.encoder.layer
+        if not isinstance(layer, int) or not 1 <= layer <= len(blocks):
+            raise ValueError(f"layer must be an int from 1 to {len(blocks)} (a transformer layer), got {layer!r}.")
+        size = model.config.hidden_size
+        projection = torch.as_tensor(np.asarray(projection), dtype=torch.float32)
+        if projection.shape != (size, size):
+            raise ValueError(f"projection must be ({size}, {size}), got {tuple(projection.shape)}.")
+        self.block, self.projection, self.handle = blocks[layer - 1], projection, None
+
+    def _hook(self, module, inputs, output):
+        if isinstance(output, tuple):
+            return (output[0] @ self.projection,) + tuple(output[1:])
+        return output @ self.projection
+
+    def __enter__(self):
+        self.handle = self.block.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+        return False
+
+
+class LayerReplay:
+    """Run a classifier's encoder up to transformer layer ``layer`` once, then replay the rest.
+
+    Measuring many projections of one layer with ``project_layer_output`` runs the
+    whole encoder each time. ``LayerReplay`` runs it once, keeps the output of layer
+    ``layer`` for every text (and the arguments the next layer received), and
+    ``probabilities(projection)`` runs only the later layers, mean pooling and the
+    head on the projected states. ``classifier`` is a
+    ``xai_lesson.text_classifier.SentimentClassifier``. The result equals
+    ``classifier.predict_proba(texts)`` under ``project_layer_output`` (a unit test checks).
+    """
+
+    @torch.no_grad()
+    def __init__(self, classifier, texts, layer, batch_size=64):
+        from xai_lesson.text_classifier import _check_texts
+
+        texts = _check_texts(texts)
+        blocks = classifier.encoder.encoder.layer
+        if not isinstance(layer, int) or not 1 <= layer < len(blocks):
+            raise ValueError(f"layer must be an int from 1 to {len(blocks) - 1}, so that a later "
+                             f"layer is left to replay; got {layer!r}.")
+        self.classifier, self.blocks, self.n_texts = classifier, blocks[layer:], len(texts)
+        self.batches = []
+        captured = {}
+
+        class _Captured(Exception):
+            """Raised once layer ``layer + 1``'s input is captured: the rest need not run yet."""
+
+        def capture(module, args, kwargs):
+            captured["args"], captured["kwargs"] = args, kwargs
+            raise _Captured
+
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        handle = blocks[layer].register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            for start in range(0, len(texts), batch_size):
+                rows = order[start:start + batch_size]
+                input_ids, attention_mask = classifier.encode([texts[i] for i in rows])
+                try:
+                    classifier.encoder(input_ids=input_ids, attention_mask=attention_mask)
+                except _Captured:
+                    pass
+                args, kwargs = captured["args"], captured["kwargs"]
+                self.batches.append((rows, attention_mask, args[0], args[1:], kwargs))
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def probabilities(self, projection=None):
+        """Class probabilities, shape (len(texts), 2), with the layer's output times ``projection``."""
+        from xai_lesson.text_classifier import mean_pool
+
+        size = self.classifier.encoder.config.hidden_size
+        if projection is not None:
+            projection = torch.as_tensor(np.asarray(projection), dtype=torch.float32)
+            if projection.shape != (size, size):
+                raise ValueError(f"projection must be ({size}, {size}), got {tuple(projection.shape)}.")
+        result = np.empty((self.n_texts, 2), dtype=np.float32)
+        for rows, attention_mask, states, args, kwargs in self.batches:
+            hidden = states if projection is None else states @ projection
+            for block in self.blocks:
+                hidden = block(hidden, *args, **kwargs)
+                hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            logits = self.classifier.head(mean_pool(hidden, attention_mask))
+            result[rows] = logits.softmax(-1).numpy()
+        return result

@@ -107,11 +107,14 @@ def _check_texts(texts):
     return texts
 
 
-def train_sentiment_classifier(encoder, tokenizer, texts, labels, C=1.0, seed=0):
+def train_sentiment_classifier(encoder, tokenizer, texts, labels, C=1.0, seed=0, features=None):
     """Fit the linear head with scikit-learn's logistic regression on frozen encoder features.
 
     A binary logistic regression with weights w and bias b becomes a two-logit
     head whose logit difference (positive minus negative) is exactly w.x + b.
+    ``features``, if given, are the texts' mean-pooled last-layer states computed
+    before (for example ``probing.cached_hidden_states(...)[-1]``); they save running
+    the encoder again and must equal ``SentimentClassifier.pooled(texts)``.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -120,7 +123,12 @@ def train_sentiment_classifier(encoder, tokenizer, texts, labels, C=1.0, seed=0)
         raise ValueError(f"labels must be one 0/1 value per text; got {labels.shape[0] if labels.ndim else 0} "
                          f"labels with values {sorted(set(labels.ravel().tolist()))[:5]} for {len(texts)} texts.")
     classifier = SentimentClassifier(encoder, tokenizer).eval()
-    features = classifier.pooled(texts)
+    if features is None:
+        features = classifier.pooled(texts)
+    features = np.asarray(features, dtype=np.float32)
+    if features.shape != (len(texts), encoder.config.hidden_size):
+        raise ValueError(f"features must have one row of {encoder.config.hidden_size} numbers per text; "
+                         f"got shape {features.shape} for {len(texts)} texts.")
     regression = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(features, labels)
     weight = torch.tensor(regression.coef_[0], dtype=torch.float32)
     bias = float(regression.intercept_[0])
