@@ -32,7 +32,8 @@ CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
 EPISODES = [Path(name).stem for name in CONFIG["episodes"]]
 SCREENSHOT = ROOT / "build" / "site-screenshot.png"
 BROWSER_EPISODE = "01-introduction"
-FIGURE = re.compile(r"!\[[^\]]*\]\((fig/[^)\s]+)\)\{[^}]*?alt=(['\"])(.*?)\2", re.S)
+# alt='...' or alt="...", where the quote may appear inside escaped with a backslash (cat\'s).
+FIGURE = re.compile(r"!\[[^\]]*\]\((fig/[^)\s]+)\)\{[^}]*?alt=(['\"])((?:\\.|(?!\2)[^\\])*)\2", re.S)
 SOLUTION_DIV = re.compile(r"^:{3,}\s*solution\s*$", re.M)
 CHALLENGE_DIV = re.compile(r"^:{3,}\s*challenge\s*$", re.M)
 
@@ -66,7 +67,8 @@ def text_of(node):
 
 
 def plain(markdown_text):
-    return " ".join(html.unescape(markdown_text).replace("\u2019", "'").split())
+    unescaped = re.sub(r"\\(.)", r"\1", markdown_text)  # pandoc's backslash escapes: \' is '
+    return " ".join(html.unescape(unescaped).replace("\u2019", "'").split())
 
 
 def episode_markdown(stem):
