@@ -185,7 +185,7 @@ def test_known_facts_have_a_subject_in_the_prompt_and_a_spaced_answer(tokenizer)
 
 
 # The episode's hand-written code, run as the notebook runs it, on other models than SmolLM2.
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "06-causal-tracing.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "08-causal-tracing.ipynb"
 
 
 def _notebook_cell(marker):
