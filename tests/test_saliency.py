@@ -133,7 +133,8 @@ def test_helpers_for_maps():
         saliency.to_heatmap(torch.zeros(4, 4))
     assert saliency.rank_correlation(torch.arange(5.0), torch.arange(5.0) * 2) == pytest.approx(1.0)
     assert saliency.rank_correlation(torch.arange(5.0), -torch.arange(5.0)) == pytest.approx(-1.0)
-    assert saliency.rank_correlation(np.arange(5.0), np.zeros(5)) == 0.0  # a constant map ranks nothing
+    with pytest.raises(ValueError, match="map_b is constant"):
+        saliency.rank_correlation(np.arange(5.0), np.zeros(5))  # a constant map ranks nothing
     with pytest.raises(ValueError, match="same shape"):
         saliency.rank_correlation(np.zeros(4), np.zeros(3))
 
@@ -164,3 +165,28 @@ def test_bad_input_is_explained():
         saliency.occlusion(model, x, 0, window=9, stride=1)
     with pytest.raises(ValueError, match=r"shape \(batch, n_classes\)"):
         saliency.input_gradients(lambda t: t.sum(), x, 0)
+
+
+def test_reinitialise_uses_one_generator_and_resets_statistics():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 4, 3), torch.nn.Conv2d(4, 4, 3))
+    net[1].running_mean.fill_(5.0)
+    net[1].weight.data.fill_(3.0)
+    before = [p.clone() for p in net.parameters()]
+    generator = torch.Generator().manual_seed(0)
+    saliency.reinitialise(net[0:2], generator)
+    saliency.reinitialise(net[2], generator)
+    saliency.reinitialise(net[3], generator)
+    assert not torch.equal(net[0].weight, before[0])
+    assert torch.equal(net[1].running_mean, torch.zeros(4)) and torch.equal(net[1].weight, torch.ones(4))
+    assert not torch.equal(net[2].weight, net[3].weight), "two same-shaped layers got the same weights"
+    again = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3), torch.nn.Conv2d(4, 4, 3))
+    generator = torch.Generator().manual_seed(0)
+    saliency.reinitialise(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)), generator)
+    saliency.reinitialise(again[0], generator)
+    assert torch.equal(again[0].weight, net[2].weight), "the same generator seed must give the same weights"
+    state = torch.random.get_rng_state()
+    saliency.reinitialise(again[1], torch.Generator().manual_seed(1))
+    assert torch.equal(state, torch.random.get_rng_state()), "reinitialise must not move the global generator"
+    with pytest.raises(TypeError, match="torch.Generator"):
+        saliency.reinitialise(net, 0)

@@ -315,6 +315,33 @@ def rank_correlation(map_a, map_b):
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {a.shape} and {b.shape}.")
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-    if a.std() == 0 or b.std() == 0:
-        return 0.0  # a constant map ranks nothing
+    for name, values in (("map_a", a), ("map_b", b)):
+        if values.std() == 0:
+            raise ValueError(
+                f"{name} is constant (every value is {values[0]:g}), so it ranks nothing and a rank "
+                "correlation with it is undefined. A constant map usually means the model no longer "
+                "responds to its input: check that its outputs still vary across inputs before comparing maps.")
     return float(spearmanr(a, b).statistic)
+
+
+def reinitialise(module, generator):
+    """Re-draw ``module``'s weights as at construction and reset its BatchNorm statistics.
+
+    Every sub-layer with ``reset_parameters`` gets fresh weights from PyTorch's own
+    initialisation; every layer with ``reset_running_stats`` forgets its trained
+    running mean and variance. The randomness comes from ``generator`` (a
+    ``torch.Generator``), one stream for a whole cascade, so that two blocks of the
+    same shape get different weights and a re-run gives the same ones. Returns ``module``.
+    """
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}: "
+                        "make one with torch.Generator().manual_seed(0) and pass it to every call of a cascade.")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+            if hasattr(layer, "reset_running_stats"):
+                layer.reset_running_stats()
+    return module
