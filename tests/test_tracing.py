@@ -6,6 +6,7 @@ one architecture. Three tests use SmolLM2, the lesson's model. The last tests ru
 episode's hand-written restorations, taken from its notebook, on tiny Llama and GPT-2 models too.
 """
 
+import ast
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from xai_lesson import tracing
+from xai_lesson import models, tracing
 from xai_lesson.models import cache_smollm2, load_causal_lm
 from xai_lesson.tracing import (CATEGORIES, average_by_category, causal_trace, load_known_facts,
                                 restored_probability, subject_token_range, token_categories)
@@ -27,14 +28,14 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(cache_smollm2())
 
 
-def _tiny_model(architecture, vocab_size):
+def _tiny_model(architecture, vocab_size, layers=6):
     torch.manual_seed(0)
     if architecture == "llama":
         model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
-                                             num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+                                             num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                                              tie_word_embeddings=False))
     else:
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=6, n_head=4, n_positions=64,
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=layers, n_head=4, n_positions=64,
                                            tie_word_embeddings=False, bos_token_id=None, eos_token_id=None))
     with torch.no_grad():  # sharper output probabilities, so that restorations change them visibly
         model.get_output_embeddings().weight.mul_(50)
@@ -251,3 +252,62 @@ def test_the_notebooks_hand_written_restore_is_right_at_the_last_layer(smollm2):
                                          answer=ns["answer"], noise=ns["noise"], samples=ns["samples"])
         assert ns["restore"](layer, ns["last"]) == pytest.approx(reference, abs=1e-5)
         assert reference > 0.4
+
+
+# Every code cell of the episode, unchanged, on 12-layer random Llama and GPT-2 models. The episode says
+# its code runs on GPT-2: this is the proof. Two things are per model. The facts: a random model knows none
+# of the lesson's answers, so each fact's answer becomes the model's own top prediction (what this model
+# "knows"), and the Tolstoy cell traces the model's own answer too. And the asserts: most are claims about
+# SmolLM2 (where its facts are stored) and are left out, but the cells that check a property every model
+# must have keep theirs: the hand-written restore equals the reference at every layer, zero noise gives
+# zero effect, restoring everything gives the clean answer, the window restoration and the severing
+# function agree with the fast tracer.
+PROPERTY_CELLS = ("largest difference from the reference", "zero = tracing.causal_trace(",
+                  "restored_embeds = corrupted_embeds.clone()", "comparisons = [(", "def severed_effects(")
+
+
+class _LeaveOutClaims(ast.NodeTransformer):
+    def visit_Assert(self, node):
+        return ast.Pass()
+
+
+def _own_answer(model, tokenizer, prompt):
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        ranked = model(input_ids=ids).logits[0, -1].argsort(descending=True).tolist()
+    # Like the lesson's answers: a word with its leading space, which is one token.
+    return next(word for word in map(tokenizer.decode, ([i] for i in ranked))
+                if word.startswith(" ") and word.strip() and tracing.answer_token_id(tokenizer, word)
+                == tokenizer(word, add_special_tokens=False)["input_ids"][0])
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_every_code_cell_of_the_episode_runs_on_other_architectures(architecture, tokenizer, monkeypatch, tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    model = _tiny_model(architecture, len(tokenizer), layers=12)
+    known = [dict(fact, answer=_own_answer(model, tokenizer, fact["prompt"])) for fact in load_known_facts()]
+    monkeypatch.setattr(models, "load_causal_lm", lambda *args, **kwargs: (model, tokenizer))
+    monkeypatch.setattr(tracing, "load_known_facts", lambda: [dict(fact) for fact in known])
+    monkeypatch.setenv("XAI_LESSON_FIGURE_DIR", str(tmp_path))
+    cells = ["".join(cell["source"]) for cell in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+             if cell["cell_type"] == "code"]
+    assert all(sum(marker in cell for cell in cells) == 1 for marker in PROPERTY_CELLS), \
+        "each property check must be in exactly one notebook cell: update PROPERTY_CELLS"
+    tolstoy = next(i for i, cell in enumerate(cells) if cell.startswith('prompt, subject, answer = '))
+    assert '"Leo Tolstoy", " Russian"' in cells[tolstoy]
+    cells[tolstoy] = cells[tolstoy].replace(
+        '" Russian"', json.dumps(_own_answer(model, tokenizer, "The mother tongue of Leo Tolstoy is")))
+    namespace = {"__name__": "__main__"}
+    try:
+        for cell in cells:
+            tree = ast.parse(cell)
+            if not any(marker in cell for marker in PROPERTY_CELLS):
+                tree = ast.fix_missing_locations(_LeaveOutClaims().visit(tree))
+            exec(compile(tree, "<notebook cell>", "exec"), namespace)
+    finally:
+        plt.close("all")
+    assert namespace["n_layers"] == 12 and namespace["kept"], "the run must trace this model and keep some facts"
+    assert len(list(tmp_path.glob("*.png"))) >= 4, "the cells should have drawn the episode's figures"
