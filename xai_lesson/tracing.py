@@ -288,7 +288,7 @@ def _clean_run(model, modules, ids, tokenizer, answer):
 
     pairs = [(modules[kind][i], keep(kind, i)) for kind in KINDS for i in range(len(modules["layers"]))]
     with _hooks(pairs):
-        probs = model(input_ids=ids).logits[0, -1].softmax(-1)
+        probs = model(input_ids=ids, logits_to_keep=1).logits[0, -1].softmax(-1)
     if answer is None:
         answer_id = int(probs.argmax())
     else:
