@@ -359,7 +359,8 @@ def word_integrated_gradients(classifier, words, target, steps=32):
 
     The baseline replaces every word piece by the ``[PAD]`` embedding and keeps
     ``[CLS]`` and ``[SEP]``; the target is the class logit. Returns the scores per
-    word and the completeness error |sum - (logit(x) - logit(baseline))| / |...|.
+    word and the completeness gap |sum - (logit(x) - logit(baseline))|, in logits
+    (absolute, because the difference of logits can be near zero).
     """
     from xai_lesson import saliency
 
@@ -384,7 +385,7 @@ def word_integrated_gradients(classifier, words, target, steps=32):
         delta = (logits(embeddings)[0, target] - logits(baseline)[0, target]).item()
     scores = np.zeros(len(words))
     np.add.at(scores, word_ids[word_ids >= 0], per_token[word_ids >= 0])
-    return scores, abs(per_token.sum() - delta) / abs(delta)
+    return scores, abs(per_token.sum() - delta)
 
 
 def whole_word_vocabulary(tokenizer, min_length=3):
