@@ -279,3 +279,90 @@ def test_trigger_search_over_a_small_vocabulary_finds_the_best_word(tiny_classif
     assert trigger.tokens == [best]
     assert trigger.history[-1] == pytest.approx(mean_p[best], abs=1e-5)
     assert trigger.history[0] == pytest.approx(mean_p["the"], abs=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# KernelSHAP and exact Shapley values
+# ---------------------------------------------------------------------------
+
+def interacting_predict_proba(texts):
+    """A model with an interaction: 'not' and 'bad' together add 0.4, apart they do nothing special."""
+    rows = []
+    for text in texts:
+        words = set(text.split())
+        p = 0.3 + sum(WEIGHTS.get(word, 0.0) for word in words) + 0.4 * ({"not", "bad"} <= words)
+        rows.append([1 - p, p])
+    return np.array(rows)
+
+
+SHORT = ["the", "film", "is", "not", "bad", "but", "boring"]
+
+
+def test_exact_shapley_values_are_efficient_and_split_an_interaction_evenly():
+    values = P.shapley_values(interacting_predict_proba, SHORT, target=1)
+    p = interacting_predict_proba([" ".join(SHORT), ""])[:, 1]
+    assert values.sum() == pytest.approx(p[0] - p[1], abs=1e-12)
+    expected = {"not": 0.2, "bad": 0.2, "boring": -0.2, "the": 0.0, "film": 0.0, "is": 0.0, "but": 0.0}
+    np.testing.assert_allclose(values, [expected[w] for w in SHORT], atol=1e-12)
+
+
+def test_exact_shapley_values_agree_with_captum():
+    from captum.attr import ShapleyValues
+
+    words = ["not", "great", "bad", "boring", "film"]
+
+    def forward(mask):
+        texts = [" ".join(w for w, keep in zip(words, row) if keep > 0.5) for row in mask.tolist()]
+        return torch.as_tensor(interacting_predict_proba(texts)[:, 1])
+
+    reference = ShapleyValues(forward).attribute(torch.ones(1, len(words)), baselines=torch.zeros(1, len(words)))
+    np.testing.assert_allclose(P.shapley_values(interacting_predict_proba, words, 1), reference[0].numpy(),
+                               atol=1e-6)  # Captum works in float32
+
+
+def test_kernel_shap_over_all_coalitions_equals_the_exact_values():
+    exact = P.shapley_values(interacting_predict_proba, SHORT, target=1)
+    explanation = P.kernel_shap(interacting_predict_proba, SHORT, target=1, exact=True)
+    np.testing.assert_allclose(explanation.values, exact, atol=1e-9)
+    assert len(explanation.masks) == 2 ** len(SHORT) - 2
+
+
+def test_sampled_kernel_shap_is_efficient_and_close_to_exact():
+    exact = P.shapley_values(interacting_predict_proba, SHORT, target=1)
+    explanation = P.kernel_shap(interacting_predict_proba, SHORT, target=1, n_samples=400, seed=0)
+    assert explanation.values.sum() == pytest.approx(explanation.full_value - explanation.empty_value, abs=1e-9)
+    assert np.abs(explanation.values - exact).max() < 0.05
+    # On a model without interactions, any sample recovers the weights exactly.
+    linear = P.kernel_shap(linear_predict_proba, SENTENCE, target=1, n_samples=50, seed=3)
+    np.testing.assert_allclose(linear.values, [WEIGHTS.get(word, 0.0) for word in SENTENCE], atol=1e-9)
+
+
+def test_shapley_kernel_matches_its_formula_and_rejects_the_ends():
+    masks = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]])
+    np.testing.assert_allclose(P.shapley_kernel(masks), [3 / (4 * 1 * 3), 3 / (6 * 2 * 2), 3 / (4 * 3 * 1)])
+    with pytest.raises(ValueError, match="infinite"):
+        P.shapley_kernel(np.array([[1, 1, 1, 1]]))
+    with pytest.raises(ValueError, match="0s and 1s"):
+        P.shapley_kernel(np.array([[2, 0]]))
+
+
+def test_shapley_helpers_explain_bad_input():
+    with pytest.raises(ValueError, match="at most 14"):
+        P.shapley_values(linear_predict_proba, ["w"] * 15, 1)
+    with pytest.raises(ValueError, match="from 2 to 14"):
+        P.all_coalitions(1)
+    with pytest.raises(ValueError, match="at least 10"):
+        P.kernel_shap(linear_predict_proba, SENTENCE, 1, n_samples=5)
+    with pytest.raises(TypeError, match="split_words"):
+        P.kernel_shap(linear_predict_proba, "a string", 1)
+
+
+def test_word_integrated_gradients_is_complete_and_sums_the_pieces(tiny_classifier):
+    words = ["an", "unwatchably", "good", "film"]
+    scores, error = P.word_integrated_gradients(tiny_classifier, words, target=1, steps=64)
+    assert scores.shape == (4,) and np.isfinite(scores).all() and np.abs(scores).max() > 0
+    assert error < 0.02 * abs(scores.sum()) + 1e-4, f"completeness gap {error:.5f} logits, sum {scores.sum():.4f}"
+    _, coarse_error = P.word_integrated_gradients(tiny_classifier, words, target=1, steps=2)
+    assert coarse_error > error, "fewer steps should not make IG more complete"
+    with pytest.raises(ValueError, match="class index"):
+        P.word_integrated_gradients(tiny_classifier, words, target=2)

@@ -1,7 +1,7 @@
 """Perturbation-based explanations and attacks for text classifiers.
 
-The model-agnostic methods (leave-one-out, input reduction, LIME) only need a
-``predict_proba`` function that maps a list of strings to an array of class
+The model-agnostic methods (leave-one-out, input reduction, LIME, KernelSHAP)
+only need a ``predict_proba`` function that maps a list of strings to an array of class
 probabilities of shape (number of texts, number of classes). They work at the
 level of *words*: the pieces that ``split_words`` cuts a text into.
 
@@ -11,8 +11,8 @@ universal trigger search) need the lesson's ``SentimentClassifier`` (see
 embeddings.
 
 References: Feng et al. (2018) for input reduction, Ribeiro et al. (2016) for
-LIME, Ebrahimi et al. (2018) for HotFlip, Wallace et al. (2019) for universal
-adversarial triggers.
+LIME, Lundberg & Lee (2017) for KernelSHAP, Ebrahimi et al. (2018) for HotFlip,
+Wallace et al. (2019) for universal adversarial triggers.
 """
 
 import re
@@ -186,6 +186,128 @@ def lime(predict_proba, words, target, n_samples=500, kernel_width=0.25, n_featu
     return LimeExplanation(weights, float(surrogate.intercept_), r2, masks, y, sample_weights)
 
 
+@dataclass
+class ShapExplanation:
+    """Shapley-value attributions for one text: one value per word.
+
+    ``values.sum()`` equals ``full_value - empty_value`` (efficiency): the
+    prediction on the whole text minus the prediction on the empty text.
+    """
+
+    values: np.ndarray
+    empty_value: float
+    full_value: float
+    masks: np.ndarray = field(repr=False)
+    probabilities: np.ndarray = field(repr=False)
+    sample_weights: np.ndarray = field(repr=False)
+
+
+MAX_ENUMERATED_WORDS = 14
+
+
+def all_coalitions(n_words):
+    """Every mask of ``n_words`` words except the empty and the full one: 2**n - 2 rows."""
+    if not isinstance(n_words, (int, np.integer)) or not 2 <= n_words <= MAX_ENUMERATED_WORDS:
+        raise ValueError(f"n_words must be a whole number from 2 to {MAX_ENUMERATED_WORDS} "
+                         f"(there are 2**n_words coalitions), got {n_words!r}.")
+    codes = np.arange(1, 2 ** n_words - 1)
+    return ((codes[:, None] >> np.arange(n_words)) & 1).astype(int)
+
+
+def shapley_kernel(masks):
+    """The Shapley kernel weight of each mask (Lundberg & Lee 2017):
+    (n - 1) / (C(n, s) * s * (n - s)) for a mask that keeps s of n words.
+
+    Weighted least squares with these weights over *all* coalitions, with the
+    efficiency constraint, gives the exact Shapley values. The empty and the full
+    mask have infinite weight: they enter as the constraint, not as samples.
+    """
+    from scipy.special import comb
+
+    masks = np.asarray(masks)
+    if masks.ndim != 2 or not np.isin(masks, (0, 1)).all():
+        raise ValueError(f"masks must be a 2-D array of 0s and 1s (one row per sample, one column per word), "
+                         f"got shape {masks.shape}.")
+    n, size = masks.shape[1], masks.sum(1)
+    if ((size == 0) | (size == n)).any():
+        raise ValueError("the empty and the full mask have infinite Shapley kernel weight; "
+                         "leave them out (they enter through the efficiency constraint).")
+    return (n - 1) / (comb(n, size) * size * (n - size))
+
+
+def _efficient_fit(masks, y, sample_weights, empty_value, full_value):
+    """Weighted least squares of y - empty_value on the masks, with the
+    coefficients constrained to sum to full_value - empty_value."""
+    from sklearn.linear_model import LinearRegression
+
+    masks = np.asarray(masks, dtype=float)
+    total = full_value - empty_value
+    # Substitute the last coefficient: phi_n = total - sum(phi_1 .. phi_{n-1}).
+    X = masks[:, :-1] - masks[:, -1:]
+    target = y - empty_value - masks[:, -1] * total
+    fit = LinearRegression(fit_intercept=False).fit(X, target, sample_weight=sample_weights)
+    return np.append(fit.coef_, total - fit.coef_.sum())
+
+
+def kernel_shap(predict_proba, words, target, n_samples=500, seed=0, exact=False):
+    """KernelSHAP (Lundberg & Lee 2017) for text: the lesson's LIME with three changes.
+
+    1. Each sample is weighted by the Shapley kernel instead of LIME's proximity
+       kernel. The masks are LIME's (``lime_masks``: the number of words removed
+       is uniform), so each weight is divided by the probability of drawing that
+       mask, 1 / ((n - 1) C(n, s)); the result is (n - 1)**2 / (s (n - s)).
+    2. No ridge penalty: plain weighted least squares.
+    3. The efficiency constraint: the values sum to p(target | text) minus
+       p(target | empty text), where removing every word gives the empty text.
+
+    With ``exact=True`` every coalition is used once, with the Shapley kernel
+    itself, and the result equals the exact Shapley values (``shapley_values``).
+    """
+    words = _check_words(words, minimum=2)
+    n = len(words)
+    if exact:
+        masks = all_coalitions(n)
+        sample_weights = shapley_kernel(masks)
+    else:
+        if not isinstance(n_samples, int) or n_samples < 10:
+            raise ValueError(f"n_samples must be a whole number of at least 10, got {n_samples!r}.")
+        masks = lime_masks(n, n_samples + 1, seed)[1:]  # row 0 of lime_masks is the full text
+        size = masks.sum(1)
+        sample_weights = (n - 1) ** 2 / (size * (n - size))
+    texts = [join_words([w for w, keep in zip(words, row) if keep]) for row in masks]
+    ends = _probabilities(predict_proba, [join_words(words), ""], target)[:, target]
+    y = _probabilities(predict_proba, texts, target)[:, target]
+    values = _efficient_fit(masks, y, sample_weights, ends[1], ends[0])
+    return ShapExplanation(values, float(ends[1]), float(ends[0]), masks, y, sample_weights)
+
+
+def shapley_values(predict_proba, words, target):
+    """Exact Shapley values of each word, by enumerating all 2**n subsets of words.
+
+    phi_i = sum over subsets S without i of |S|! (n - |S| - 1)! / n! * (v(S + i) - v(S)),
+    where v(S) is p(target) for the text made of the words in S, in their order
+    (v of the empty set is p(target | "")). Costs 2**n texts: n is at most 14.
+    """
+    from math import factorial
+
+    words = _check_words(words, minimum=2)
+    n = len(words)
+    if n > MAX_ENUMERATED_WORDS:
+        raise ValueError(f"exact Shapley values need 2**n texts; {n} words is too many "
+                         f"(at most {MAX_ENUMERATED_WORDS}). Use kernel_shap for longer texts.")
+    codes = np.arange(2 ** n)
+    masks = (codes[:, None] >> np.arange(n)) & 1
+    texts = [join_words([w for w, keep in zip(words, row) if keep]) for row in masks]
+    v = _probabilities(predict_proba, texts, target)[:, target]
+    size = masks.sum(1)
+    weight = np.array([factorial(s) * factorial(n - s - 1) / factorial(n) if s < n else 0.0 for s in size])
+    values = np.zeros(n)
+    for i in range(n):
+        without = masks[:, i] == 0
+        values[i] = np.sum(weight[without] * (v[codes[without] | (1 << i)] - v[without]))
+    return values
+
+
 # ---------------------------------------------------------------------------
 # Gradient-based methods on the lesson's SentimentClassifier
 # ---------------------------------------------------------------------------
@@ -230,6 +352,40 @@ def word_gradient_x_input(classifier, words, target):
                       "one sentence at a time.", UserWarning, stacklevel=2)
         scores[~seen] = np.nan
     return scores
+
+
+def word_integrated_gradients(classifier, words, target, steps=32):
+    """Integrated Gradients at the word embeddings, summed per word, as in episode 2.
+
+    The baseline replaces every word piece by the ``[PAD]`` embedding and keeps
+    ``[CLS]`` and ``[SEP]``; the target is the class logit. Returns the scores per
+    word and the completeness gap |sum - (logit(x) - logit(baseline))|, in logits
+    (absolute, because the difference of logits can be near zero).
+    """
+    from xai_lesson import saliency
+
+    _check_classifier(classifier)
+    words = _check_words(words)
+    if not (isinstance(target, (int, np.integer)) and 0 <= target < len(classifier.labels)):
+        raise ValueError(f"target must be a class index from 0 to {len(classifier.labels) - 1}, got {target!r}.")
+    batch = classifier.tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    mask = batch["attention_mask"]
+    word_ids = np.array([-1 if w is None else w for w in batch.word_ids(0)])
+    embeddings = classifier.word_embeddings(batch["input_ids"]).detach()
+    pad = classifier.word_embeddings(torch.tensor([classifier.tokenizer.pad_token_id])).detach()
+    baseline = embeddings.clone()
+    baseline[0, torch.from_numpy(word_ids >= 0)] = pad
+
+    def logits(e):
+        return classifier(inputs_embeds=e, attention_mask=mask.expand(len(e), -1))
+
+    attributions = saliency.integrated_gradients(logits, embeddings, int(target), baseline=baseline, steps=steps)
+    per_token = attributions.sum(-1)[0].detach().numpy()
+    with torch.no_grad():
+        delta = (logits(embeddings)[0, target] - logits(baseline)[0, target]).item()
+    scores = np.zeros(len(words))
+    np.add.at(scores, word_ids[word_ids >= 0], per_token[word_ids >= 0])
+    return scores, abs(per_token.sum() - delta)
 
 
 def whole_word_vocabulary(tokenizer, min_length=3):
