@@ -366,3 +366,17 @@ def test_word_integrated_gradients_is_complete_and_sums_the_pieces(tiny_classifi
     assert coarse_error > error, "fewer steps should not make IG more complete"
     with pytest.raises(ValueError, match="class index"):
         P.word_integrated_gradients(tiny_classifier, words, target=2)
+def test_hotflip_with_min_similarity_only_swaps_close_words(tiny_classifier):
+    from xai_lesson.attacks import cosine_similarity
+
+    table = tiny_classifier.encoder.get_input_embeddings().weight.detach()
+    text = "the plot is thin and the jokes fall flat"
+    result = P.hotflip(tiny_classifier, text, max_edits=3, n_candidates=5, min_similarity=0.3)
+    ids = tiny_classifier.tokenizer.convert_tokens_to_ids
+    for _, old, new in result.edits:
+        assert float(cosine_similarity(table, [ids(old)], [ids(new)])) >= 0.3
+    # No word is that close to another in a random table: nothing may be swapped, and nothing succeeds.
+    strict = P.hotflip(tiny_classifier, text, max_edits=3, n_candidates=5, min_similarity=0.99)
+    assert strict.edits == [] and not strict.success and strict.text == text.lower()
+    with pytest.raises(ValueError, match="cosine similarity"):
+        P.hotflip(tiny_classifier, text, min_similarity=2)

@@ -424,7 +424,7 @@ def _label_probability(classifier, ids, mask, label):
     return classifier(input_ids=ids, attention_mask=mask).softmax(-1)[:, label]
 
 
-def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None):
+def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min_similarity=None):
     """Greedy word substitution guided by gradients, in the spirit of HotFlip (Ebrahimi et al. 2018).
 
     At each step, rank every (position, replacement) pair by the first-order
@@ -433,6 +433,10 @@ def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None):
     single-token alphabetic words are replaced, by whole-word tokens from
     ``vocabulary`` (default ``whole_word_vocabulary``), each position at most once.
     Stops as soon as the prediction flips, or after ``max_edits`` edits.
+
+    With ``min_similarity``, a word may only be replaced by a candidate whose input
+    embedding has at least that cosine similarity to the original word's: a simple
+    meaning-preservation constraint. The attack stops when no candidate is left.
     """
     _check_classifier(classifier)
     if not isinstance(text, str):
@@ -442,6 +446,8 @@ def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None):
     if not isinstance(max_edits, int) or max_edits < 1 or not isinstance(n_candidates, int) or n_candidates < 1:
         raise ValueError(f"max_edits and n_candidates must be whole numbers of at least 1, "
                          f"got {max_edits!r} and {n_candidates!r}.")
+    if min_similarity is not None and not (isinstance(min_similarity, (int, float)) and -1 <= min_similarity <= 1):
+        raise ValueError(f"min_similarity must be None or a cosine similarity from -1 to 1, got {min_similarity!r}.")
     tokenizer = classifier.tokenizer
     vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else torch.as_tensor(vocabulary)
     table = classifier.encoder.get_input_embeddings().weight.detach()
@@ -463,7 +469,14 @@ def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None):
         scores = first_order_flip_scores(gradient[0, positions], embeddings[0, positions].detach(),
                                          vocabulary_embeddings)
         scores[vocabulary[None, :] == ids[0, positions][:, None]] = float("inf")  # no-op swaps
-        best = scores.flatten().topk(min(n_candidates, scores.numel()), largest=False).indices
+        if min_similarity is not None:
+            originals = torch.nn.functional.normalize(table[ids[0, positions]], dim=-1)
+            similarity = originals @ torch.nn.functional.normalize(vocabulary_embeddings, dim=-1).T
+            scores[similarity < min_similarity] = float("inf")
+        n_allowed = int(torch.isfinite(scores).sum())
+        if n_allowed == 0:
+            break
+        best = scores.flatten().topk(min(n_candidates, n_allowed), largest=False).indices
         rows, columns = best // scores.shape[1], best % scores.shape[1]
         trials = ids.repeat(len(best), 1)
         trials[torch.arange(len(best)), positions[rows]] = vocabulary[columns]

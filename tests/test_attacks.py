@@ -1,0 +1,87 @@
+"""Helpers for honest attacks and CheckList tests: each test checks a property they must have."""
+
+import numpy as np
+import pytest
+import torch
+
+from xai_lesson import attacks as A
+
+
+def test_parse_vader_lexicon_reads_the_mean_valence():
+    text = "good\t1.9\t0.9434\t[2, 1, 1, 3, 2, 4, 2, 2, 1, 1]\n\nawful\t-2.0\t0.8\t[-2]\n"
+    assert A.parse_vader_lexicon(text) == {"good": 1.9, "awful": -2.0}
+    with pytest.raises(ValueError, match="line 1"):
+        A.parse_vader_lexicon("good 1.9\n")
+    with pytest.raises(ValueError, match="empty"):
+        A.parse_vader_lexicon("\n")
+
+
+def test_vader_lexicon_comes_from_the_checksummed_sdist():
+    lexicon = A.vader_lexicon()
+    assert len(lexicon) == 7506
+    assert lexicon["entertaining"] > 1 and lexicon["stupid"] < -1 and lexicon["worse"] < -1
+    assert "film" not in lexicon and "graph" not in lexicon
+
+
+class FakeTokenizer:
+    vocab = {"[CLS]": 0, "film": 1, "good": 2, "movie": 3, "awful": 4, "##s": 5, "ok": 6}
+
+    def get_vocab(self):
+        return self.vocab
+
+    def convert_ids_to_tokens(self, ids):
+        names = {i: t for t, i in self.vocab.items()}
+        return [names[i] for i in ids]
+
+
+def test_vocabulary_without_drops_banned_words_in_any_case():
+    vocabulary = A.vocabulary_without(FakeTokenizer(), {"Good", "awful"})
+    assert FakeTokenizer().convert_ids_to_tokens(vocabulary.tolist()) == ["film", "movie"]
+    with pytest.raises(TypeError, match="collection of words"):
+        A.vocabulary_without(FakeTokenizer(), "good")
+
+
+def test_cosine_similarity_of_embedding_rows():
+    table = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    similarity = A.cosine_similarity(table, [0], [1, 2, 3])
+    np.testing.assert_allclose(similarity.numpy(), [[1.0, 0.0, -1.0]], atol=1e-6)
+
+
+def keyword_predict_proba(texts):
+    """p(positive) is 0.9 unless the text contains 'awful' or 'dull' (then 0.1)."""
+    p = np.array([0.1 if {"awful", "dull"} & set(t.split()) else 0.9 for t in texts])
+    return np.stack([1 - p, p], 1)
+
+
+def test_ablate_trigger_measures_each_part_and_random_triggers():
+    texts = ["a fine film", "good acting", "nice story"]
+    ablation = A.ablate_trigger(keyword_predict_proba, texts, 1, ["awful", "graph"],
+                                ["river", "stone", "dull", "lamp"], n_random=30, seed=0, drop=["awful"])
+    assert ablation.trigger == 1.0 and ablation.words == {"awful": 1.0, "graph": 0.0}
+    assert ablation.without == {"awful": 0.0}
+    assert len(ablation.random_triggers) == 30 and all(len(r.split()) == 2 for r in ablation.random_triggers)
+    has_dull = np.array(["dull" in r.split() for r in ablation.random_triggers])
+    assert 0 < has_dull.sum() < 30
+    np.testing.assert_array_equal(ablation.random_rates, has_dull.astype(float))
+    assert ablation.percentile(1.0) == pytest.approx(1 - has_dull.mean())
+    with pytest.raises(ValueError, match="not in the trigger"):
+        A.ablate_trigger(keyword_predict_proba, texts, 1, ["awful"], ["river"], drop=["graph"])
+    with pytest.raises(ValueError, match="at least 2"):
+        A.ablate_trigger(keyword_predict_proba, texts, 1, ["awful"], ["river"], n_random=1)
+
+
+def test_fill_templates_fills_every_slot_combination():
+    texts = A.fill_templates(["The {thing} is {adj}.", "A {adj} one."], thing=["film", "plot"], adj=["good", "bad"])
+    assert texts == ["The film is good.", "The film is bad.", "The plot is good.", "The plot is bad.",
+                     "A good one.", "A bad one."]
+
+
+def test_checklist_failures():
+    assert list(A.mft_failures(keyword_predict_proba, ["a dull film", "a film"], expected=0)) == [False, True]
+    pairs = [("a film", "a dull film"), ("a film", "the film")]
+    assert list(A.invariance_failures(keyword_predict_proba, pairs)) == [True, False]
+    assert list(A.directional_failures(keyword_predict_proba, pairs, "up")) == [True, False]
+    assert list(A.directional_failures(keyword_predict_proba, pairs, "down")) == [False, False]
+    assert list(A.directional_failures(keyword_predict_proba, [("a dull film", "a film")], "down")) == [True]
+    with pytest.raises(ValueError, match="'up' or 'down'"):
+        A.directional_failures(keyword_predict_proba, pairs, "same")

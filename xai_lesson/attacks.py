@@ -1,0 +1,172 @@
+"""Honest attacks on, and behavioural tests of, text classifiers.
+
+The attacks themselves (``hotflip``, ``universal_trigger``, ``flip_rate``) live in
+``xai_lesson.perturbation``. This module holds what it takes to report them
+honestly:
+
+- a sentiment lexicon (VADER's, read from the checksummed vaderSentiment sdist the
+  lesson already prepares its data from), to ban words that change the label
+  rather than fool the model;
+- word-embedding similarity, a simple meaning-preservation constraint;
+- an ablation of a universal trigger against many random triggers;
+- CheckList-style tests (Ribeiro et al. 2020): minimum functionality, invariance
+  and directional expectation tests, each with a failure rate.
+
+References: Hutto and Gilbert (2014) for VADER; Ebrahimi et al. (2018) for HotFlip;
+Wallace et al. (2019) for universal triggers; Ribeiro et al. (2020) for CheckList.
+"""
+
+import io
+import tarfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from xai_lesson import data
+from xai_lesson.perturbation import flip_rate, whole_word_vocabulary
+
+VADER_SDIST = "external/vaderSentiment-3.3.2.tar.gz"
+VADER_LEXICON = "vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt"
+
+
+def parse_vader_lexicon(text):
+    """{entry: mean valence} from the text of ``vader_lexicon.txt``.
+
+    Each line is ``entry<TAB>mean<TAB>standard deviation<TAB>[ten human ratings]``;
+    the mean runs from -4 (most negative) to +4 (most positive).
+    """
+    lexicon = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            lexicon[fields[0]] = float(fields[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"line {number} of the VADER lexicon is not 'entry<TAB>mean<TAB>...': {line[:60]!r}") \
+                from None
+    if not lexicon:
+        raise ValueError("the VADER lexicon is empty.")
+    return lexicon
+
+
+def vader_lexicon():
+    """VADER's sentiment lexicon (Hutto and Gilbert 2014), 7,506 entries with their mean valence.
+
+    Read, without unpacking anything to disk, from the vaderSentiment 3.3.2 source
+    distribution in ``data/external``, whose checksum is verified first.
+    """
+    path = data.verified_file(VADER_SDIST)
+    with tarfile.open(path) as sdist:
+        raw = sdist.extractfile(VADER_LEXICON).read()
+    return parse_vader_lexicon(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read())
+
+
+def vocabulary_without(tokenizer, banned, min_length=3):
+    """``whole_word_vocabulary(tokenizer)`` minus every token in ``banned`` (compared in lower case)."""
+    if isinstance(banned, str):
+        raise TypeError("banned must be a collection of words (for example vader_lexicon()), not one string.")
+    banned = {word.lower() for word in banned}
+    vocabulary = whole_word_vocabulary(tokenizer, min_length=min_length)
+    tokens = tokenizer.convert_ids_to_tokens(vocabulary.tolist())
+    keep = torch.tensor([token not in banned for token in tokens])
+    return vocabulary[keep]
+
+
+def cosine_similarity(table, ids_a, ids_b):
+    """Cosine similarity between the embeddings (rows of ``table``) of two lists of token ids:
+    shape (len(ids_a), len(ids_b))."""
+    a = torch.nn.functional.normalize(table[torch.as_tensor(ids_a)], dim=-1)
+    b = torch.nn.functional.normalize(table[torch.as_tensor(ids_b)], dim=-1)
+    return a @ b.T
+
+
+@dataclass
+class TriggerAblation:
+    """Flip rates of a trigger, of each of its words, of the trigger without some words,
+    and of random triggers of the same length."""
+
+    trigger: float
+    words: dict
+    without: dict
+    random_triggers: list
+    random_rates: np.ndarray
+
+    def percentile(self, rate):
+        """Share of the random triggers that flip fewer texts than ``rate``."""
+        return float(np.mean(self.random_rates < rate))
+
+
+def ablate_trigger(predict_proba, texts, label, tokens, vocabulary_tokens, n_random=20, seed=0, drop=()):
+    """Flip rates for a trigger (a list of words), each word alone, the trigger without
+    each word in ``drop``, and ``n_random`` random triggers of the same length drawn from
+    ``vocabulary_tokens`` with ``numpy.random.default_rng(seed)``."""
+    if isinstance(tokens, str) or len(tokens) < 1:
+        raise ValueError(f"tokens must be a list of the trigger's words, got {tokens!r}.")
+    missing = [w for w in drop if w not in tokens]
+    if missing:
+        raise ValueError(f"cannot drop {missing}: they are not in the trigger {tokens!r}.")
+    if not isinstance(n_random, int) or n_random < 2:
+        raise ValueError(f"n_random must be a whole number of at least 2 (a spread needs several), got {n_random!r}.")
+    rate = lambda prefix: flip_rate(predict_proba, texts, label, prefix)  # noqa: E731
+    rng = np.random.default_rng(seed)
+    vocabulary_tokens = list(vocabulary_tokens)
+    random_triggers = [" ".join(vocabulary_tokens[i] for i in rng.choice(len(vocabulary_tokens), len(tokens)))
+                       for _ in range(n_random)]
+    return TriggerAblation(
+        trigger=rate(" ".join(tokens)),
+        words={w: rate(w) for w in tokens},
+        without={w: rate(" ".join(t for t in tokens if t != w)) for w in drop},
+        random_triggers=random_triggers,
+        random_rates=np.array([rate(r) for r in random_triggers]))
+
+
+# ---------------------------------------------------------------------------
+# CheckList (Ribeiro et al. 2020)
+# ---------------------------------------------------------------------------
+
+def fill_templates(templates, **slots):
+    """Every filling of every template: ``fill_templates(["The {thing} is {adj}."], thing=[...], adj=[...])``."""
+    from itertools import product
+
+    if isinstance(templates, str):
+        templates = [templates]
+    names = list(slots)  # the order the slots were given in
+    texts = []
+    for template in templates:
+        used = [n for n in names if "{" + n + "}" in template]
+        for values in product(*(slots[n] for n in used)):
+            texts.append(template.format(**dict(zip(used, values))))
+    if not texts:
+        raise ValueError("the templates produced no texts: check that each slot has values.")
+    return texts
+
+
+def mft_failures(predict_proba, texts, expected):
+    """Minimum functionality test: which texts are not predicted as class ``expected``."""
+    probs = np.asarray(predict_proba(list(texts)))
+    return probs.argmax(1) != expected
+
+
+def invariance_failures(predict_proba, pairs, tolerance=None):
+    """Invariance test: a pair (original, edited) fails when the predicted class changes,
+    CheckList's rule for label-preserving edits; with ``tolerance``, also when p(class 1)
+    moves by more than that."""
+    pairs = list(pairs)
+    probs = np.asarray(predict_proba([t for pair in pairs for t in pair])).reshape(len(pairs), 2, -1)
+    failed = probs[:, 0].argmax(-1) != probs[:, 1].argmax(-1)
+    if tolerance is not None:
+        failed |= np.abs(probs[:, 1, 1] - probs[:, 0, 1]) > tolerance
+    return failed
+
+
+def directional_failures(predict_proba, pairs, direction, tolerance=0.1):
+    """Directional expectation test: the edit must not move p(class 1) against ``direction``
+    ("up" or "down") by more than ``tolerance``."""
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}.")
+    pairs = list(pairs)
+    p = np.asarray(predict_proba([t for pair in pairs for t in pair]))[:, 1].reshape(len(pairs), 2)
+    change = p[:, 1] - p[:, 0]
+    return change < -tolerance if direction == "up" else change > tolerance
