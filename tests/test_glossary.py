@@ -16,8 +16,10 @@ TERMS = {
     "01-introduction": ["explainable AI", "white-box", "black-box", "local", "global", "Clever Hans",
                         "spurious correlation", "embedding", "cosine similarity", "token", "transformer"],
     "02-saliency-maps": ["saliency map", "attribution map", "logit", "gradient", "gradient × input", "SmoothGrad",
-                         "Integrated Gradients", "baseline", "completeness", "saturat", "occlusion",
-                         "cascading randomisation", "Spearman rank correlation", "pointing game"],
+                         "Integrated Gradients", "baseline", "completeness", "saturat", "occlusion"],
+    "03-evaluating-saliency": ["cascading randomisation", "Spearman rank correlation", "pointing game",
+                               "model-randomisation test", "Guided Backpropagation", "stem", "Sobel filter",
+                               "live", "logit spread"],
     "04-gradcam": ["feature map", "channel", "class activation map", "forward hook", "GradCAM", "GradCAM++",
                    "ScoreCAM", "EigenCAM", "LayerCAM", "target layer", "spurious", "deletion", "faithful",
                    "model-randomisation test", "stride", "receptive field"],
@@ -46,7 +48,7 @@ GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box me
                      "bag-of-words": "bag of words", "paired": "paired comparison",
                      "most frequent tag": "most-frequent-tag baseline", "re-initialised": "re-initialised model",
                      "clean run": "clean, corrupted and restored runs", "corrupted run": "clean, corrupted and restored runs",
-                     "restored run": "clean, corrupted and restored runs"}
+                     "restored run": "clean, corrupted and restored runs", "live": "live network"}
 
 
 def glossary():

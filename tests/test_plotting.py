@@ -68,3 +68,35 @@ def test_figures_go_where_the_environment_says(tmp_path, monkeypatch):
 def test_figures_default_to_the_episodes_folder(monkeypatch):
     monkeypatch.delenv("XAI_LESSON_FIGURE_DIR", raising=False)
     assert plotting.figure_dir().parts[-2:] == ("episodes", "fig")
+
+
+def test_signed_map_uses_a_diverging_scale_centred_at_zero_and_clipped():
+    heatmap = np.linspace(-1, 1, 100).reshape(10, 10)
+    heatmap[0, 0] = -50.0  # one outlier must not set the scale
+    ax = plotting.show_attribution(heatmap, image=np.full((10, 10, 3), 0.5), label="logit")
+    drawn = ax.images[-1]
+    low, high = drawn.get_clim()
+    assert low == -high and 0.9 < high < 2, (low, high)
+    assert drawn.get_cmap().name == "RdBu_r"
+    colorbar = ax.figure.axes[-1]
+    assert colorbar.get_ylabel() == "logit"
+    assert len(ax.figure.axes) == 2  # the map and its colour bar
+
+
+def test_unsigned_map_uses_a_sequential_scale_from_zero():
+    heatmap = np.abs(np.random.default_rng(0).normal(size=(20, 20)))
+    ax = plotting.show_attribution(heatmap, percentile=90)
+    low, high = ax.images[-1].get_clim()
+    assert low == 0 and high == pytest.approx(np.percentile(heatmap, 90))
+    assert ax.images[-1].get_cmap().name == "magma_r"
+
+
+def test_show_attribution_refuses_what_it_cannot_draw():
+    with pytest.raises(ValueError, match="2-D map"):
+        plotting.show_attribution(np.zeros((3, 8, 8)))
+    with pytest.raises(ValueError, match="negative values"):
+        plotting.show_attribution(-np.ones((4, 4)), signed=False)
+    with pytest.raises(ValueError, match="H x W x 3"):
+        plotting.show_attribution(np.ones((4, 4)), image=np.zeros((5, 5, 3)))
+    with pytest.raises(ValueError, match="percentile"):
+        plotting.show_attribution(np.ones((4, 4)), percentile=0)

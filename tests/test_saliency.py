@@ -91,6 +91,99 @@ def test_integrated_gradients_runs_steps_as_batches():
     assert calls == [8, 8, 4]
 
 
+class Quartic(nn.Module):
+    """A model whose score along any straight path is a polynomial of degree 4 in alpha."""
+
+    def forward(self, x):
+        flat = x.reshape(len(x), -1)
+        return torch.stack([(flat ** 4).sum(1), (flat ** 2).sum(1)], dim=1)
+
+
+def test_gauss_legendre_is_exact_for_polynomial_paths():
+    # n Gauss-Legendre nodes integrate polynomials up to degree 2n - 1 exactly: the gradient
+    # along the path has degree 3, so 2 nodes suffice, while the midpoint rule is still off.
+    x = torch.linspace(-1, 1, 12).reshape(1, 3, 2, 2)
+    exact = saliency.integrated_gradients(Quartic(), x, 0, steps=2, rule="gausslegendre").sum().item()
+    assert abs(exact - Quartic()(x)[0, 0].item()) < 1e-5
+    midpoint = saliency.integrated_gradients(Quartic(), x, 0, steps=2, rule="midpoint").sum().item()
+    assert abs(midpoint - Quartic()(x)[0, 0].item()) > 0.1
+    alphas, weights = saliency._alphas(5, "gausslegendre")
+    assert ((alphas > 0) & (alphas < 1)).all() and abs(weights.sum().item() - 1) < 1e-12
+
+
+@pytest.mark.parametrize("rule, captum_method", [("midpoint", "riemann_middle"), ("left", "riemann_left"),
+                                                 ("right", "riemann_right"), ("gausslegendre", "gausslegendre")])
+def test_integrated_gradients_agrees_with_captum(rule, captum_method):
+    captum_attr = pytest.importorskip("captum.attr")
+    model, x = small_net(), image(n=2)
+    ours = saliency.integrated_gradients(model, x, [0, 2], steps=7, rule=rule, batch_size=3)
+    theirs = captum_attr.IntegratedGradients(model).attribute(x, target=[0, 2], n_steps=7, method=captum_method)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_integrated_gradients_never_holds_the_whole_path():
+    # Only one batch of path points may exist at a time: the model sees batches of 4 and
+    # the largest tensor it is given is one batch, whatever the number of steps.
+    model, largest = small_net(), []
+    hook = model.register_forward_hook(lambda module, args, output: largest.append(args[0].numel()))
+    x = image()
+    saliency.integrated_gradients(model, x, 0, steps=200, batch_size=4)
+    hook.remove()
+    assert max(largest) == 4 * x.numel() and len(largest) == 50
+
+
+def test_path_power_keeps_the_integral_and_moves_points_to_the_baseline():
+    for rule in ("midpoint", "trapezoid", "gausslegendre"):
+        alphas, weights = saliency._alphas(32, rule, path_power=3)
+        # The weights still integrate a smooth function of alpha, here 3 alpha^2, correctly on [0, 1].
+        assert abs((weights * 3 * alphas ** 2).sum().item() - 1) < 0.01, rule
+        assert (alphas < 0.5).float().mean() > 0.65, rule  # u < 0.79 maps below alpha = 0.5, against half without
+    model, x = small_net(), image()
+    ig = saliency.integrated_gradients(model, x, 0, steps=64, path_power=3)
+    assert saliency.completeness(model, x, 0, ig)["relative_error"].item() < 0.01
+    with pytest.raises(ValueError, match="path_power must be a number >= 1"):
+        saliency.integrated_gradients(model, x, 0, path_power=0.5)
+
+
+def test_completeness_curve_matches_separate_runs():
+    model, x = small_net(), image()
+    for power in (1, 3):
+        errors, attributions = saliency.completeness_curve(model, x, 1, steps=(2, 4, 8), path_power=power, batch_size=3)
+        assert sorted(errors) == [2, 4, 8]
+        for n, error in errors.items():
+            ig = saliency.integrated_gradients(model, x, 1, steps=n, rule="trapezoid", path_power=power)
+            assert abs(saliency.completeness(model, x, 1, ig)["relative_error"].item() - error) < 1e-4, (power, n)
+        assert torch.allclose(attributions, saliency.integrated_gradients(model, x, 1, steps=8, rule="trapezoid",
+                                                                          path_power=power), atol=1e-6)
+    with pytest.raises(ValueError, match="divide the largest"):
+        saliency.completeness_curve(model, x, 1, steps=(3, 8))
+    with pytest.raises(ValueError, match="takes one input"):
+        saliency.completeness_curve(model, image(n=2), 1)
+
+
+def test_gradient_times_input_is_one_step_of_ig_from_zero():
+    # Kindermans et al.: gradient x input is IG with a zero baseline and one step at the input,
+    # so it changes when the input is shifted, even though the gradient does not.
+    model, x = small_net(), image()
+    one_step = saliency.integrated_gradients(model, x, 2, steps=1, rule="right")
+    assert torch.allclose(saliency.gradient_times_input(model, x, 2), one_step, atol=1e-7)
+    shifted = nn.Sequential(Shift(1.0), model)
+    assert torch.allclose(saliency.input_gradients(shifted, x - 1.0, 2), saliency.input_gradients(model, x, 2), atol=1e-6)
+    assert not torch.allclose(saliency.gradient_times_input(shifted, x - 1.0, 2),
+                              saliency.gradient_times_input(model, x, 2), atol=1e-3)
+
+
+class Shift(nn.Module):
+    """Adds a constant: a model that reads inputs normalised with another zero point."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x):
+        return x + self.shift
+
+
 def test_smoothgrad_is_seeded_and_is_the_gradient_without_noise():
     model, x = small_net(), image()
     a = saliency.smoothgrad(model, x, 1, n_samples=5, seed=3)

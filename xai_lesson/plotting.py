@@ -45,6 +45,66 @@ def show_heatmap_on_image(image, heatmap, ax=None, title=None, alpha=0.5, cmap="
     return ax
 
 
+def show_attribution(heatmap, image=None, ax=None, title=None, signed=None, percentile=99.0,
+                     alpha=0.65, colorbar=True, label=None):
+    """Draw an attribution map so that people can read it, and return the axes.
+
+    ``heatmap`` is an H x W map, for example from ``saliency.to_heatmap``.
+    ``image`` (H x W x 3 in [0, 1], optional) is drawn underneath in grey, so the
+    colours belong to the map alone.
+
+    * Signed maps (``signed=True``; by default, any map with negative values)
+      use a diverging colour map centred at zero: red for positive, blue for
+      negative, white for zero, with the same scale on both sides.
+    * Unsigned maps use a sequential colour map from zero (light) to the
+      maximum (dark).
+    * The scale ends at the ``percentile`` of the absolute values (99 by default),
+      so that a few extreme pixels do not wash out the rest; larger values are
+      drawn in the end colour, and the colour bar's pointed end says so.
+    * ``colorbar=True`` adds a colour bar, labelled with ``label``.
+    """
+    import matplotlib.pyplot as plt
+
+    heatmap = _to_numpy(heatmap, "heatmap")
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be a 2-D map (H x W), got shape {heatmap.shape}; "
+                         "sum attributions over the colour channel first, e.g. with saliency.to_heatmap.")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}.")
+    if signed is None:
+        signed = bool((heatmap < 0).any())
+    if not signed and (heatmap < 0).any():
+        raise ValueError("signed=False, but the map has negative values: pass signed=True, "
+                         "or take absolute values first (saliency.to_heatmap(a, absolute=True)).")
+    limit = float(np.percentile(np.abs(heatmap), percentile))
+    if limit == 0:
+        limit = float(np.abs(heatmap).max()) or 1.0
+    ax = _axes(ax, (4, 4))
+    if image is not None:
+        image = _to_numpy(image, "image")
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != heatmap.shape:
+            raise ValueError(f"image must be H x W x 3 with the heatmap's H x W {heatmap.shape}, "
+                             f"got shape {image.shape}.")
+        ax.imshow(image.mean(2), cmap="gray", vmin=0, vmax=1)
+    if signed:
+        drawn = ax.imshow(heatmap, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=alpha if image is not None else 1.0)
+    else:
+        drawn = ax.imshow(heatmap, cmap="magma_r", vmin=0, vmax=limit, alpha=alpha if image is not None else 1.0)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        clipped_high = bool((heatmap > limit).any())
+        clipped_low = bool(signed and (heatmap < -limit).any())
+        extend = {(True, True): "both", (True, False): "max", (False, True): "min"}.get((clipped_high, clipped_low),
+                                                                                       "neither")
+        bar = plt.colorbar(drawn, ax=ax, fraction=0.046, pad=0.02, extend=extend)
+        bar.solids.set_alpha(1)
+        if label:
+            bar.set_label(label)
+    return ax
+
+
 def show_token_attributions(tokens, scores, ax=None, title=None, max_width=60):
     """Write ``tokens`` as coloured boxes: red for positive scores, blue for negative.
 
