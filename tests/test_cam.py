@@ -6,7 +6,7 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from xai_lesson.cam import count_hooks, deletion_scores, gradcam, gradcam_feature_map
+from xai_lesson.cam import count_hooks, deletion_scores, gradcam, gradcam_feature_map, insertion_scores
 from xai_lesson.training import SmallCNN
 
 
@@ -115,6 +115,26 @@ def test_deletion_removes_the_chosen_pixels_first():
     assert scores[0] > 0.99 and abs(scores[1] - 0.5) < 1e-6
     with pytest.raises(ValueError, match="upsample"):
         deletion_scores(MeanOfTopLeft(), x, np.zeros((2, 2)), 1)
+
+
+def test_insertion_puts_the_chosen_pixels_back_first():
+    class TopLeftMinusRest(torch.nn.Module):
+        """Class 1's logit rises with the top-left pixel and falls with every other pixel."""
+
+        def forward(self, x):
+            top_left = x[:, 0, 0, 0]
+            return torch.stack([torch.zeros(len(x)), 10 * top_left - (x[:, 0].sum(dim=(1, 2)) - top_left)], dim=1)
+
+    x = torch.ones(1, 3, 4, 4)
+    cam = np.arange(16, dtype=float).reshape(4, 4)[::-1, ::-1].copy()   # the top-left pixel ranks first
+    scores = insertion_scores(TopLeftMinusRest(), x, cam, 1, fractions=(0.0, 1 / 16, 1.0))
+    assert abs(scores[0] - 0.5) < 1e-6, "with nothing inserted the image is all fill: logits 0 and 0"
+    assert scores[1] > 0.99, "the most relevant pixel was not put back first"
+    assert scores[2] < 0.01, "with every pixel back the image is the original: logit 10 - 15"
+    np.testing.assert_allclose(insertion_scores(TopLeftMinusRest(), x, cam, 1, fractions=(1.0,)),
+                               deletion_scores(TopLeftMinusRest(), x, cam, 1, fractions=(0.0,)))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        insertion_scores(TopLeftMinusRest(), x, cam, 1, fractions=(0.5, 1.5))
 
 
 def test_unrectified_feature_map_keeps_the_negative_part(small):

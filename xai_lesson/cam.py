@@ -168,13 +168,7 @@ def gradcam(model, target_layer, x, target):
 
 
 @torch.no_grad()
-def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
-    """Probability of class ``target`` after the most relevant pixels are set to ``fill``.
-
-    For each fraction f, the share f of pixels with the highest ``cam`` values
-    is replaced (in every colour channel). A faithful map makes the probability
-    fall faster than a random map does. Returns an array, one value per fraction.
-    """
+def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
     cam = np.asarray(cam, dtype=np.float64)
     _check_image(x)
     if cam.shape != tuple(x.shape[-2:]):
@@ -190,13 +184,38 @@ def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 
     if fractions.ndim != 1 or (fractions < 0).any() or (fractions > 1).any():
         raise ValueError(f"fractions must be a list of numbers between 0 and 1, got {fractions}.")
     order = np.argsort(-cam.ravel(), kind="stable")       # most relevant first
-    batch = x.repeat(len(fractions), 1, 1, 1)
+    if insert:    # start from an image that is all `fill`, and put the most relevant pixels back
+        batch = torch.full((len(fractions), *x.shape[1:]), float(fill), dtype=x.dtype)
+    else:         # start from the image, and set the most relevant pixels to `fill`
+        batch = x.repeat(len(fractions), 1, 1, 1)
+    source = x[0].reshape(x.shape[1], -1)
     for i, fraction in enumerate(fractions):
-        removed = torch.from_numpy(order[:int(round(fraction * cam.size))])
-        flat = batch[i].reshape(x.shape[1], -1)
-        flat[:, removed] = fill
+        chosen = torch.from_numpy(order[:int(round(fraction * cam.size))])
+        flat = batch[i].reshape(x.shape[1], -1)           # a view: writing to it changes the batch
+        flat[:, chosen] = source[:, chosen] if insert else fill
     model.eval()
     probabilities = model(batch).softmax(-1)
     if target >= probabilities.shape[-1]:
         raise ValueError(f"target {target} is out of range: the model has {probabilities.shape[-1]} classes.")
     return probabilities[:, target].numpy()
+
+
+def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+    """Probability of class ``target`` after the most relevant pixels are set to ``fill``.
+
+    For each fraction f, the share f of pixels with the highest ``cam`` values
+    is replaced (in every colour channel). A faithful map makes the probability
+    fall faster than a random map does. Returns an array, one value per fraction.
+    """
+    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=False)
+
+
+def insertion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+    """Probability of class ``target`` when only the most relevant pixels are kept.
+
+    The mirror image of ``deletion_scores``: for each fraction f, every pixel is
+    set to ``fill`` except the share f with the highest ``cam`` values. A faithful
+    map makes the probability rise faster than a random map does. Returns an
+    array, one value per fraction.
+    """
+    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=True)
