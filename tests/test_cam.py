@@ -6,7 +6,7 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from xai_lesson.cam import count_hooks, deletion_scores, gradcam, gradcam_feature_map
+from xai_lesson.cam import count_hooks, deletion_scores, gradcam, gradcam_feature_map, insertion_scores
 from xai_lesson.training import SmallCNN
 
 
@@ -115,3 +115,91 @@ def test_deletion_removes_the_chosen_pixels_first():
     assert scores[0] > 0.99 and abs(scores[1] - 0.5) < 1e-6
     with pytest.raises(ValueError, match="upsample"):
         deletion_scores(MeanOfTopLeft(), x, np.zeros((2, 2)), 1)
+
+
+def test_insertion_puts_the_chosen_pixels_back_first():
+    class TopLeftMinusRest(torch.nn.Module):
+        """Class 1's logit rises with the top-left pixel and falls with every other pixel."""
+
+        def forward(self, x):
+            top_left = x[:, 0, 0, 0]
+            return torch.stack([torch.zeros(len(x)), 10 * top_left - (x[:, 0].sum(dim=(1, 2)) - top_left)], dim=1)
+
+    x = torch.ones(1, 3, 4, 4)
+    cam = np.arange(16, dtype=float).reshape(4, 4)[::-1, ::-1].copy()   # the top-left pixel ranks first
+    scores = insertion_scores(TopLeftMinusRest(), x, cam, 1, fractions=(0.0, 1 / 16, 1.0))
+    assert abs(scores[0] - 0.5) < 1e-6, "with nothing inserted the image is all fill: logits 0 and 0"
+    assert scores[1] > 0.99, "the most relevant pixel was not put back first"
+    assert scores[2] < 0.01, "with every pixel back the image is the original: logit 10 - 15"
+    np.testing.assert_allclose(insertion_scores(TopLeftMinusRest(), x, cam, 1, fractions=(1.0,)),
+                               deletion_scores(TopLeftMinusRest(), x, cam, 1, fractions=(0.0,)))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        insertion_scores(TopLeftMinusRest(), x, cam, 1, fractions=(0.5, 1.5))
+
+
+def test_unrectified_feature_map_keeps_the_negative_part(small):
+    model, x = small
+    signed = gradcam_feature_map(model, model.last_conv, x, 0, rectify=False)
+    rectified = gradcam_feature_map(model, model.last_conv, x, 0)
+    assert (signed < 0).any(), "the fixture's signed map has no negative cell, so the test cannot fail"
+    np.testing.assert_allclose(rectified, np.maximum(signed, 0), atol=1e-6)
+    with pytest.raises(TypeError, match="rectify must be True"):
+        gradcam_feature_map(model, model.last_conv, x, 0, rectify="no")
+
+
+class Relu6Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(), torch.nn.Conv2d(4, 4, 3))
+        self.act = torch.nn.ReLU6()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.act(self.body(x)).mean(dim=(2, 3)))
+
+
+def test_split_relu6_computes_the_same_and_lets_guided_backprop_work():
+    from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
+    from xai_lesson.cam import split_relu6
+
+    torch.manual_seed(0)
+    net = Relu6Net().eval()
+    x = 4 * torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(1))   # some inputs above 6
+    split = split_relu6(net)
+    assert sum(isinstance(m, torch.nn.ReLU6) for m in split.modules()) == 0
+    assert sum(isinstance(m, torch.nn.ReLU) for m in split.modules()) == 2
+    assert sum(isinstance(m, torch.nn.ReLU6) for m in net.modules()) == 2, "the original model was changed"
+    with torch.no_grad():
+        assert torch.equal(split(x), net(x))
+    # On the original the library finds no nn.ReLU and returns the plain gradient.
+    plain = x.clone().requires_grad_(True)
+    net(plain)[0, 1].backward()
+    on_original = GuidedBackpropReLUModel(net, device="cpu")(x.clone(), 1)
+    np.testing.assert_allclose(on_original, plain.grad[0].permute(1, 2, 0).numpy(), atol=1e-6)
+    on_split = GuidedBackpropReLUModel(split, device="cpu")(x.clone(), 1)
+    assert np.abs(on_split - on_original).max() > 0.1 * np.abs(on_original).max(), "guided backprop on the split model is still the plain gradient"
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        split_relu6("model")
+
+
+def test_recalibrate_batchnorm_sets_the_batch_statistics_of_the_chosen_layers_only():
+    from xai_lesson.cam import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4),
+                              torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)).eval()
+    images = 3 + 2 * torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    kept = net[3].running_mean.clone()
+    assert recalibrate_batchnorm(net, [net[0], net[1]], images) == 1
+    features = net[0](images)
+    torch.testing.assert_close(net[1].running_mean, features.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(net[1].running_var, features.var(dim=(0, 2, 3), unbiased=True))
+    assert torch.equal(net[3].running_mean, kept), "a layer outside `layers` was recalibrated"
+    assert not net.training and not net[1].training and net[1].momentum == 0.1
+    with torch.no_grad():                      # in evaluation mode the layer now normalises these images
+        normalised = net[1](features)
+    assert normalised.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="at least 2 images"):
+        recalibrate_batchnorm(net, net[1], images[:1])
+    with pytest.raises(TypeError, match="list of them"):
+        recalibrate_batchnorm(net, ["conv"], images)

@@ -22,7 +22,8 @@ TERMS = {
                                "live", "logit spread"],
     "04-gradcam": ["feature map", "channel", "class activation map", "forward hook", "GradCAM", "GradCAM++",
                    "ScoreCAM", "EigenCAM", "LayerCAM", "target layer", "spurious", "deletion", "faithful",
-                   "model-randomisation test", "stride", "receptive field"],
+                   "model-randomisation test", "stride", "receptive field", "guided backpropagation",
+                   "Guided GradCAM", "insertion", "ROAD"],
     "05-perturbations": ["perturbation method", "black box", "model-agnostic", "leave-one-out", "input reduction",
                          "LIME", "surrogate model", "word piece", "Shapley value", "KernelSHAP", "efficiency",
                          "comprehensiveness", "sufficiency", "faithful", "entropy regulariser"],
@@ -43,7 +44,7 @@ TERMS = {
 # A term used in an episode may be an inflected or hyphenated form of the glossary's headword.
 GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box method", "black box": "black-box method",
                      "local": "local explanation", "global": "global explanation", "Clever Hans": "Clever Hans model",
-                     "saturat": "saturation", "spurious": "spurious correlation", "deletion": "deletion curve",
+                     "saturat": "saturation", "spurious": "spurious correlation", "deletion": "deletion curve", "insertion": "insertion curve",
                      "faithful": "faithfulness", "leave-one-out": "leave-one-out importance",
                      "bag-of-words": "bag of words", "paired": "paired comparison",
                      "most frequent tag": "most-frequent-tag baseline", "re-initialised": "re-initialised model",

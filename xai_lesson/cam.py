@@ -38,13 +38,17 @@ def _check_image(x):
         raise ValueError("x holds NaN or infinite values: check how the image was made.")
 
 
-def gradcam_feature_map(model, target_layer, x, target):
+def gradcam_feature_map(model, target_layer, x, target, rectify=True):
     """GradCAM at the target layer's resolution, before upsampling and scaling: a (h, w) array.
 
     Weights each feature map by the mean gradient of the class score over its
-    positions, sums the weighted maps and keeps the positive part.
+    positions, sums the weighted maps and keeps the positive part. With
+    ``rectify=False`` it skips that ReLU and returns the signed map, which a
+    randomisation test compares (a ReLU can blank a random network's map).
     """
     _check(model, target_layer, x, target)
+    if not isinstance(rectify, bool):
+        raise TypeError(f"rectify must be True (keep the positive part) or False (the signed map), got {rectify!r}.")
     stored = {}
 
     def keep_activation(module, inputs, output):
@@ -69,8 +73,71 @@ def gradcam_feature_map(model, target_layer, x, target):
     activation = stored["activation"].detach()[0]        # (channels, h, w)
     gradient = stored["gradient"].detach()[0]            # (channels, h, w)
     weights = gradient.mean(dim=(1, 2))                  # one weight per channel
-    cam = torch.relu((weights[:, None, None] * activation).sum(dim=0))
+    cam = (weights[:, None, None] * activation).sum(dim=0)
+    if rectify:
+        cam = torch.relu(cam)
     return cam.numpy().astype(np.float32)
+
+
+def split_relu6(model):
+    """A copy of ``model`` with every ``nn.ReLU6`` written as ``nn.ReLU`` followed by a clamp at 6.
+
+    ReLU6(x) = min(max(x, 0), 6), so the copy computes exactly what the model does.
+    pytorch-grad-cam's ``GuidedBackpropReLUModel`` changes the backward pass of
+    ``nn.ReLU`` layers only; on a network built with ReLU6 (EfficientNet-Lite,
+    MobileNet) it finds none and silently returns the plain gradient. On the copy it
+    finds one ReLU per ReLU6. The model itself is not changed.
+    """
+    import copy
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.ReLU6):
+                setattr(parent, name, torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Hardtanh(0.0, 6.0)))
+    return model
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, layers, images):
+    """Re-estimate the running statistics of every BatchNorm inside ``layers`` on ``images``.
+
+    After a layer is re-initialised, its BatchNorm statistics are reset to mean 0
+    and variance 1. In evaluation mode BatchNorm then passes its input on unscaled,
+    and a stack of freshly initialised layers can shrink the signal until the
+    output barely depends on the input. One forward pass in training mode with
+    ``momentum=None`` sets each statistic to its average over ``images`` (N, C, H, W),
+    as a freshly initialised network would normalise a batch. Other layers keep their
+    statistics; the model is left in evaluation mode. Returns the number of BatchNorm
+    layers recalibrated.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if isinstance(layers, torch.nn.Module):
+        layers = [layers]
+    layers = list(layers)
+    if not all(isinstance(layer, torch.nn.Module) for layer in layers):
+        raise TypeError("layers must be a layer of the model or a list of them.")
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[0] < 2:
+        raise ValueError("images must be a batch (N, C, H, W) of at least 2 images, got "
+                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}: "
+                         "the statistics are averages over images.")
+    norms = [m for layer in layers for m in layer.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    saved_momentum = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None          # a cumulative average: one batch sets the statistics exactly
+        norm.train()
+    try:
+        model(images)
+    finally:
+        for norm, momentum in zip(norms, saved_momentum):
+            norm.momentum = momentum
+        model.eval()
+    return len(norms)
 
 
 def scale_like_library(cam, size):
@@ -101,13 +168,7 @@ def gradcam(model, target_layer, x, target):
 
 
 @torch.no_grad()
-def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
-    """Probability of class ``target`` after the most relevant pixels are set to ``fill``.
-
-    For each fraction f, the share f of pixels with the highest ``cam`` values
-    is replaced (in every colour channel). A faithful map makes the probability
-    fall faster than a random map does. Returns an array, one value per fraction.
-    """
+def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
     cam = np.asarray(cam, dtype=np.float64)
     _check_image(x)
     if cam.shape != tuple(x.shape[-2:]):
@@ -123,13 +184,38 @@ def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 
     if fractions.ndim != 1 or (fractions < 0).any() or (fractions > 1).any():
         raise ValueError(f"fractions must be a list of numbers between 0 and 1, got {fractions}.")
     order = np.argsort(-cam.ravel(), kind="stable")       # most relevant first
-    batch = x.repeat(len(fractions), 1, 1, 1)
+    if insert:    # start from an image that is all `fill`, and put the most relevant pixels back
+        batch = torch.full((len(fractions), *x.shape[1:]), float(fill), dtype=x.dtype)
+    else:         # start from the image, and set the most relevant pixels to `fill`
+        batch = x.repeat(len(fractions), 1, 1, 1)
+    source = x[0].reshape(x.shape[1], -1)
     for i, fraction in enumerate(fractions):
-        removed = torch.from_numpy(order[:int(round(fraction * cam.size))])
-        flat = batch[i].reshape(x.shape[1], -1)
-        flat[:, removed] = fill
+        chosen = torch.from_numpy(order[:int(round(fraction * cam.size))])
+        flat = batch[i].reshape(x.shape[1], -1)           # a view: writing to it changes the batch
+        flat[:, chosen] = source[:, chosen] if insert else fill
     model.eval()
     probabilities = model(batch).softmax(-1)
     if target >= probabilities.shape[-1]:
         raise ValueError(f"target {target} is out of range: the model has {probabilities.shape[-1]} classes.")
     return probabilities[:, target].numpy()
+
+
+def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+    """Probability of class ``target`` after the most relevant pixels are set to ``fill``.
+
+    For each fraction f, the share f of pixels with the highest ``cam`` values
+    is replaced (in every colour channel). A faithful map makes the probability
+    fall faster than a random map does. Returns an array, one value per fraction.
+    """
+    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=False)
+
+
+def insertion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+    """Probability of class ``target`` when only the most relevant pixels are kept.
+
+    The mirror image of ``deletion_scores``: for each fraction f, every pixel is
+    set to ``fill`` except the share f with the highest ``cam`` values. A faithful
+    map makes the probability rise faster than a random map does. Returns an
+    array, one value per fraction.
+    """
+    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=True)
