@@ -94,9 +94,11 @@ def test_split_relu6_keeps_the_function():
     net, x = tiny_net(), images()
     with torch.no_grad():
         before = net(x * 20)  # large inputs: the clamp at 6 matters
-        after = sanity.split_relu6(net)(x * 20)
+        split = sanity.split_relu6(net)
+        after = split(x * 20)
     assert torch.allclose(before, after)
-    assert not any(isinstance(m, nn.ReLU6) for m in net.modules())
+    assert not any(isinstance(m, nn.ReLU6) for m in split.modules())
+    assert any(isinstance(m, nn.ReLU6) for m in net.modules()), "split_relu6 must leave the model itself unchanged"
 
 
 def test_guided_backprop_differs_from_the_gradient_only_after_the_split():
@@ -104,7 +106,7 @@ def test_guided_backprop_differs_from_the_gradient_only_after_the_split():
     gradient = saliency.input_gradients(net, x, [0, 2])
     with pytest.raises(ValueError, match="split_relu6"):
         sanity.guided_backprop(net, x, [0, 2])
-    sanity.split_relu6(net)
+    net = sanity.split_relu6(net)
     guided = sanity.guided_backprop(net, x, [0, 2])
     assert guided.shape == x.shape
     assert not torch.allclose(guided, gradient)

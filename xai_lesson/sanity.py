@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_lesson.cam import recalibrate_batchnorm, split_relu6  # noqa: F401 (split_relu6 is part of this module's API)
 from xai_lesson.saliency import reinitialise
 
 # (stage name, sub-modules re-initialised at that stage), from the output towards the input.
@@ -66,18 +67,6 @@ def logit_spread(model, x):
     return float(logits.std(0).mean())
 
 
-@torch.no_grad()
-def _recalibrate_batchnorm(model, layers, x):
-    """Re-estimate the running mean and variance of the BatchNorm ``layers`` from ``x``."""
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # a plain average over the batches seen, here exactly one
-        layer.train()
-    model(x)
-    for layer in layers:
-        layer.eval()
-
-
 def randomisation_cascade(model, x, stages=EFFICIENTNET_LITE0_CASCADE, generator=None,
                           recalibrate=True):
     """Re-initialise ``model``'s layers stage by stage, cumulatively; yield ``(stage, network)``.
@@ -113,24 +102,8 @@ def randomisation_cascade(model, x, stages=EFFICIENTNET_LITE0_CASCADE, generator
             module = reinitialise(network.get_submodule(name), generator)
             randomised_batchnorms += [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if recalibrate and randomised_batchnorms:
-            _recalibrate_batchnorm(network, randomised_batchnorms, x)
+            recalibrate_batchnorm(network, randomised_batchnorms, x)
         yield stage, network
-
-
-def split_relu6(model):
-    """Replace every ``nn.ReLU6`` in ``model`` (in place) by ``nn.ReLU`` followed by a clamp at 6.
-
-    The network computes exactly the same function. pytorch-grad-cam's
-    ``GuidedBackpropReLUModel`` only changes layers that are ``nn.ReLU``; on a
-    network built with ReLU6, such as EfficientNet-Lite0, it would silently
-    return the plain gradient. After this split it finds the ReLUs. Returns ``model``.
-    """
-    for name, child in model.named_children():
-        if isinstance(child, nn.ReLU6):
-            setattr(model, name, nn.Sequential(nn.ReLU(), nn.Hardtanh(0.0, 6.0)))
-        else:
-            split_relu6(child)
-    return model
 
 
 def guided_backprop(model, x, target):
