@@ -25,8 +25,8 @@ import torch
 
 from xai_lesson import data
 from xai_lesson.perturbation import flip_rate, whole_word_vocabulary
+from xai_lesson.prepare import VADER_SDIST
 
-VADER_SDIST = "external/vaderSentiment-3.3.2.tar.gz"
 VADER_LEXICON = "vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt"
 
 
