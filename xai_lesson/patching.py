@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from xai_lesson import tracing
-from xai_lesson.tracing import _get, _hidden, _hooks, _with_hidden
+from xai_lesson.tracing import _get, _hidden, _with_hidden
 
 KINDS = ("hidden", "attn", "mlp", "head")
 # Per architecture: the attention module's output projection (its input holds the heads side by side)
