@@ -40,6 +40,8 @@ TERMS = {
                           "forward hook", "residual stream", "decoder layer", "window", "resample ablation",
                           "mean ablation", "total effect", "positive control", "logit difference", "severed MLP",
                           "instruction tuning", "quantisation", "causal mediation analysis"],
+    "09-activation-patching": ["activation patching", "patched run", "logit difference", "normalised recovery",
+                               "attribution patching", "logit lens", "tuned lens", "residual stream"],
 }
 
 # A term used in an episode may be an inflected or hyphenated form of the glossary's headword.
