@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TERMS = {
     "01-introduction": ["explainable AI", "white-box", "black-box", "local", "global", "Clever Hans",
-                        "spurious correlation", "embedding", "cosine similarity", "token", "transformer"],
+                        "spurious correlation", "embedding", "cosine similarity", "token", "transformer",
+                        "adversarial example", "fast gradient sign method", "basic iterative method",
+                        "projected gradient descent", "interpretable by design", "rationale",
+                        "concept bottleneck model", "rule extraction", "anchor", "fidelity", "influence function",
+                        "TracIn", "training-data attribution"],
     "02-saliency-maps": ["saliency map", "attribution map", "logit", "gradient", "gradient × input", "SmoothGrad",
                          "Integrated Gradients", "baseline", "completeness", "saturat", "occlusion",
                          "class-discriminative"],
