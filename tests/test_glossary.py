@@ -21,7 +21,7 @@ TERMS = {
                         "TracIn", "training-data attribution"],
     "02-saliency-maps": ["saliency map", "attribution map", "logit", "gradient", "gradient × input", "SmoothGrad",
                          "Integrated Gradients", "baseline", "completeness", "saturat", "occlusion",
-                         "class-discriminative"],
+                         "class-discriminative", "leave-one-out", "input invariance", "plausibility", "faithful"],
     "03-evaluating-saliency": ["cascading randomisation", "Spearman rank correlation", "pointing game",
                                "model-randomisation test", "Guided Backpropagation", "stem", "Sobel filter",
                                "live", "logit spread"],
