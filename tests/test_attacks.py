@@ -127,3 +127,18 @@ def test_a_changed_occupation_file_fails_its_checksum(tmp_path, monkeypatch):
     monkeypatch.setenv("XAI_LESSON_DATA", str(tmp_path))
     with pytest.raises(data.DataChecksumError, match="git checkout -- data/occupations"):
         A.load_occupation_statistics()
+
+
+def test_flip_rates_equal_flip_rate_one_prefix_at_a_time():
+    from xai_lesson.perturbation import flip_rate
+
+    def predict_proba(texts):  # "bad" anywhere flips to class 0
+        p = np.array([0.9 if "bad" in t else 0.2 for t in texts])
+        return np.stack([p, 1 - p], 1)
+
+    texts = ["a fine film", "a good cast", "bad acting"]
+    prefixes = ["", "bad", "very", "so bad"]
+    assert A.flip_rates(predict_proba, texts, 1, prefixes) == \
+        [flip_rate(predict_proba, texts, 1, p) for p in prefixes] == [1 / 3, 1.0, 1 / 3, 1.0]
+    with pytest.raises(TypeError, match="wrap it"):
+        A.flip_rates(predict_proba, texts, 1, "bad")

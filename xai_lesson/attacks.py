@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from xai_lesson import data
-from xai_lesson.perturbation import flip_rate, whole_word_vocabulary
+from xai_lesson.perturbation import whole_word_vocabulary
 from xai_lesson.prepare import VADER_SDIST
 
 VADER_LEXICON = "vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt"
@@ -116,17 +116,32 @@ def ablate_trigger(predict_proba, texts, label, tokens, vocabulary_tokens, n_ran
         raise ValueError(f"cannot drop {missing}: they are not in the trigger {tokens!r}.")
     if not isinstance(n_random, int) or n_random < 2:
         raise ValueError(f"n_random must be a whole number of at least 2 (a spread needs several), got {n_random!r}.")
-    rate = lambda prefix: flip_rate(predict_proba, texts, label, prefix)  # noqa: E731
     rng = np.random.default_rng(seed)
     vocabulary_tokens = list(vocabulary_tokens)
     random_triggers = [" ".join(vocabulary_tokens[i] for i in rng.choice(len(vocabulary_tokens), len(tokens)))
                        for _ in range(n_random)]
+    without = [" ".join(t for t in tokens if t != w) for w in drop]
+    rates = flip_rates(predict_proba, texts, label, [" ".join(tokens), *tokens, *without, *random_triggers])
     return TriggerAblation(
-        trigger=rate(" ".join(tokens)),
-        words={w: rate(w) for w in tokens},
-        without={w: rate(" ".join(t for t in tokens if t != w)) for w in drop},
+        trigger=rates[0],
+        words=dict(zip(tokens, rates[1:1 + len(tokens)])),
+        without=dict(zip(drop, rates[1 + len(tokens):1 + len(tokens) + len(drop)])),
         random_triggers=random_triggers,
-        random_rates=np.array([rate(r) for r in random_triggers]))
+        random_rates=np.array(rates[1 + len(tokens) + len(drop):]))
+
+
+def flip_rates(predict_proba, texts, label, prefixes):
+    """``[flip_rate(predict_proba, texts, label, prefix) for prefix in prefixes]``, with one call
+    to ``predict_proba`` for all of them, so that a classifier that batches texts of similar
+    length together (as ``SentimentClassifier.predict_proba`` does) wastes little on padding."""
+    if isinstance(prefixes, str):
+        raise TypeError("prefixes must be a list of strings, not one string: wrap it as [prefix].")
+    prefixes, texts = list(prefixes), list(texts)
+    if not prefixes or not texts:
+        raise ValueError("prefixes and texts must both be non-empty lists of strings.")
+    joined = [f"{prefix} {t}".strip() for prefix in prefixes for t in texts]
+    probs = np.asarray(predict_proba(joined)).reshape(len(prefixes), len(texts), -1)
+    return [float(v) for v in (probs.argmax(-1) != label).mean(1)]
 
 
 # ---------------------------------------------------------------------------
