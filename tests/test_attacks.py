@@ -85,3 +85,60 @@ def test_checklist_failures():
     assert list(A.directional_failures(keyword_predict_proba, [("a dull film", "a film")], "down")) == [True]
     with pytest.raises(ValueError, match="'up' or 'down'"):
         A.directional_failures(keyword_predict_proba, pairs, "same")
+
+
+def test_occupation_statistics_load_with_checked_numbers():
+    rows = A.load_occupation_statistics()
+    words = [row["lesson_word"] for row in rows]
+    assert len(words) == len(set(words)) == 11
+    assert {"nurse", "plumber", "pilot"} <= set(words) and "teacher" not in words
+    assert all(0 <= row["percent_women"] <= 100 and row["year"] == 2022 for row in rows)
+    by_word = {row["lesson_word"]: row for row in rows}
+    assert by_word["nurse"]["bls_occupation"] == "Registered nurses"
+    assert by_word["plumber"]["percent_women"] < 5 < 80 < by_word["secretary"]["percent_women"]
+
+
+GOOD = ("lesson_word,bls_occupation,percent_women,total_employed_thousands,year,source_url\n"
+        "nurse,Registered nurses,87.9,3363,2022,https://www.bls.gov/cps/aa2022/cpsaat11.htm\n")
+
+
+def test_bad_occupation_statistics_say_what_to_fix():
+    assert A.parse_occupation_statistics(GOOD)[0]["percent_women"] == 87.9
+    with pytest.raises(ValueError, match="must have the header.*git checkout"):
+        A.parse_occupation_statistics(GOOD.replace("percent_women", "women"))
+    with pytest.raises(ValueError, match="line 2 .*needs numbers"):
+        A.parse_occupation_statistics(GOOD.replace("87.9", "87,9%"))
+    with pytest.raises(ValueError, match="line 2 .*0-100"):
+        A.parse_occupation_statistics(GOOD.replace("87.9", "879"))
+    with pytest.raises(ValueError, match="line 3 .*repeated"):
+        A.parse_occupation_statistics(GOOD + GOOD.splitlines()[1] + "\n")
+    with pytest.raises(ValueError, match="no rows"):
+        A.parse_occupation_statistics(GOOD.splitlines()[0] + "\n")
+
+
+def test_a_changed_occupation_file_fails_its_checksum(tmp_path, monkeypatch):
+    from xai_lesson import data
+
+    real = data.data_dir()
+    (tmp_path / "occupations").mkdir()
+    (tmp_path / data.MANIFEST).write_text((real / data.MANIFEST).read_text())
+    changed = (real / A.OCCUPATIONS_CSV).read_text().replace("87.9", "12.0")
+    (tmp_path / A.OCCUPATIONS_CSV).write_text(changed)
+    monkeypatch.setenv("XAI_LESSON_DATA", str(tmp_path))
+    with pytest.raises(data.DataChecksumError, match="git checkout -- data/occupations"):
+        A.load_occupation_statistics()
+
+
+def test_flip_rates_equal_flip_rate_one_prefix_at_a_time():
+    from xai_lesson.perturbation import flip_rate
+
+    def predict_proba(texts):  # "bad" anywhere flips to class 0
+        p = np.array([0.9 if "bad" in t else 0.2 for t in texts])
+        return np.stack([p, 1 - p], 1)
+
+    texts = ["a fine film", "a good cast", "bad acting"]
+    prefixes = ["", "bad", "very", "so bad"]
+    assert A.flip_rates(predict_proba, texts, 1, prefixes) == \
+        [flip_rate(predict_proba, texts, 1, p) for p in prefixes] == [1 / 3, 1.0, 1 / 3, 1.0]
+    with pytest.raises(TypeError, match="wrap it"):
+        A.flip_rates(predict_proba, texts, 1, "bad")

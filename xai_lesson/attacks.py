@@ -10,12 +10,16 @@ honestly:
 - word-embedding similarity, a simple meaning-preservation constraint;
 - an ablation of a universal trigger against many random triggers;
 - CheckList-style tests (Ribeiro et al. 2020): minimum functionality, invariance
-  and directional expectation tests, each with a failure rate.
+  and directional expectation tests, each with a failure rate;
+- published occupational gender statistics (US Bureau of Labor Statistics, Current
+  Population Survey 2022, table 11) to compare a language model's pronoun
+  preferences with.
 
 References: Hutto and Gilbert (2014) for VADER; Ebrahimi et al. (2018) for HotFlip;
 Wallace et al. (2019) for universal triggers; Ribeiro et al. (2020) for CheckList.
 """
 
+import csv
 import io
 import tarfile
 from dataclasses import dataclass
@@ -24,10 +28,13 @@ import numpy as np
 import torch
 
 from xai_lesson import data
-from xai_lesson.perturbation import flip_rate, whole_word_vocabulary
+from xai_lesson.perturbation import whole_word_vocabulary
 from xai_lesson.prepare import VADER_SDIST
 
 VADER_LEXICON = "vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt"
+OCCUPATIONS_CSV = "occupations/bls_cpsaat11_2022.csv"
+OCCUPATION_COLUMNS = ("lesson_word", "bls_occupation", "percent_women", "total_employed_thousands", "year",
+                      "source_url")
 
 
 def parse_vader_lexicon(text):
@@ -109,17 +116,32 @@ def ablate_trigger(predict_proba, texts, label, tokens, vocabulary_tokens, n_ran
         raise ValueError(f"cannot drop {missing}: they are not in the trigger {tokens!r}.")
     if not isinstance(n_random, int) or n_random < 2:
         raise ValueError(f"n_random must be a whole number of at least 2 (a spread needs several), got {n_random!r}.")
-    rate = lambda prefix: flip_rate(predict_proba, texts, label, prefix)  # noqa: E731
     rng = np.random.default_rng(seed)
     vocabulary_tokens = list(vocabulary_tokens)
     random_triggers = [" ".join(vocabulary_tokens[i] for i in rng.choice(len(vocabulary_tokens), len(tokens)))
                        for _ in range(n_random)]
+    without = [" ".join(t for t in tokens if t != w) for w in drop]
+    rates = flip_rates(predict_proba, texts, label, [" ".join(tokens), *tokens, *without, *random_triggers])
     return TriggerAblation(
-        trigger=rate(" ".join(tokens)),
-        words={w: rate(w) for w in tokens},
-        without={w: rate(" ".join(t for t in tokens if t != w)) for w in drop},
+        trigger=rates[0],
+        words=dict(zip(tokens, rates[1:1 + len(tokens)])),
+        without=dict(zip(drop, rates[1 + len(tokens):1 + len(tokens) + len(drop)])),
         random_triggers=random_triggers,
-        random_rates=np.array([rate(r) for r in random_triggers]))
+        random_rates=np.array(rates[1 + len(tokens) + len(drop):]))
+
+
+def flip_rates(predict_proba, texts, label, prefixes):
+    """``[flip_rate(predict_proba, texts, label, prefix) for prefix in prefixes]``, with one call
+    to ``predict_proba`` for all of them, so that a classifier that batches texts of similar
+    length together (as ``SentimentClassifier.predict_proba`` does) wastes little on padding."""
+    if isinstance(prefixes, str):
+        raise TypeError("prefixes must be a list of strings, not one string: wrap it as [prefix].")
+    prefixes, texts = list(prefixes), list(texts)
+    if not prefixes or not texts:
+        raise ValueError("prefixes and texts must both be non-empty lists of strings.")
+    joined = [f"{prefix} {t}".strip() for prefix in prefixes for t in texts]
+    probs = np.asarray(predict_proba(joined)).reshape(len(prefixes), len(texts), -1)
+    return [float(v) for v in (probs.argmax(-1) != label).mean(1)]
 
 
 # ---------------------------------------------------------------------------
@@ -170,3 +192,51 @@ def directional_failures(predict_proba, pairs, direction, tolerance=0.1):
     p = np.asarray(predict_proba([t for pair in pairs for t in pair]))[:, 1].reshape(len(pairs), 2)
     change = p[:, 1] - p[:, 0]
     return change < -tolerance if direction == "up" else change > tolerance
+
+
+def parse_occupation_statistics(text, source="the occupation statistics"):
+    """Rows of a CSV with ``OCCUPATION_COLUMNS``, numbers converted and checked.
+
+    ``percent_women`` must lie in 0-100, ``total_employed_thousands`` be positive,
+    and each ``lesson_word`` appear once. Errors name the row and say how to fix it.
+    """
+    fix = ("Fix that row, or restore the file with `git checkout -- data/" + OCCUPATIONS_CSV + "`; "
+           "data/README.md says where every number comes from.")
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or tuple(reader.fieldnames) != OCCUPATION_COLUMNS:
+        raise ValueError(f"{source} must have the header {','.join(OCCUPATION_COLUMNS)}, "
+                         f"got {','.join(reader.fieldnames or [])!r}. {fix}")
+    rows, seen = [], set()
+    for number, row in enumerate(reader, 2):
+        try:
+            row["percent_women"] = float(row["percent_women"])
+            row["total_employed_thousands"] = float(row["total_employed_thousands"])
+            row["year"] = int(row["year"])
+        except (TypeError, ValueError):
+            raise ValueError(f"line {number} of {source} needs numbers in percent_women, "
+                             f"total_employed_thousands and year: {row}. {fix}") from None
+        if not 0 <= row["percent_women"] <= 100 or row["total_employed_thousands"] <= 0:
+            raise ValueError(f"line {number} of {source}: percent_women must lie in 0-100 and "
+                             f"total_employed_thousands be positive, got {row['percent_women']} and "
+                             f"{row['total_employed_thousands']}. {fix}")
+        if not row["lesson_word"] or row["lesson_word"] in seen:
+            raise ValueError(f"line {number} of {source}: lesson_word {row['lesson_word']!r} is empty or "
+                             f"repeated. {fix}")
+        seen.add(row["lesson_word"])
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{source} has no rows. {fix}")
+    return rows
+
+
+def load_occupation_statistics():
+    """Share of women among employed people for the lesson's occupations (list of dicts).
+
+    US Bureau of Labor Statistics, Current Population Survey, 2022 annual averages,
+    table 11 ("Employed persons by detailed occupation, sex, race, and Hispanic or
+    Latino ethnicity"), one row per lesson word with its exact BLS occupation title.
+    Occupations with no single matching row (teacher, doctor, scientist, engineer)
+    are left out. The file's checksum is verified first.
+    """
+    path = data.verified_file(OCCUPATIONS_CSV)
+    return parse_occupation_statistics(path.read_text(encoding="utf-8"), source=f"data/{OCCUPATIONS_CSV}")

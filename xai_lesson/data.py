@@ -15,7 +15,7 @@ SENTIMENT_CSV = "sentiment/rt_snippets.csv"
 POS_JSONL = "pos/rt_pos_silver.jsonl"
 MANIFEST = "checksums.sha256"
 # Files that `python -m xai_lesson.prepare` fetches or derives. Every other data file
-# (the manifest, the facts) is kept in the lesson's git repository.
+# (the manifest, the facts, the occupation statistics) is kept in the lesson's git repository.
 PREPARED = ("external/vaderSentiment-3.3.2.tar.gz", SENTIMENT_CSV, POS_JSONL)
 PREPARE_FIX = "run `python -m xai_lesson.prepare` in the lesson folder: it fetches or rebuilds the file"
 MAX_RATING = 4.0  # the human ratings run from -4 to 4

@@ -162,7 +162,8 @@ def tag_pos(root):
 def write_manifest(root):
     """Author tool: record the checksums of the data files as they are now."""
     names = [VADER_SDIST, data.SENTIMENT_CSV, data.POS_JSONL]
-    names += sorted(str(p.relative_to(root)) for p in root.glob("facts/*") if p.is_file())
+    names += sorted(str(p.relative_to(root)) for folder in ("facts", "occupations")
+                    for p in root.glob(f"{folder}/*") if p.is_file())
     lines = [f"{data.sha256(root / f)}  {f}" for f in names]
     files.write_text(root / data.MANIFEST, "\n".join(lines) + "\n", variable="XAI_LESSON_DATA")
 
