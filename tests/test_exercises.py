@@ -6,6 +6,7 @@ three typical wrong implementations each fail with the hint that fixes them.
 Every check returns the learner's function only when it passed.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,3 +153,183 @@ def test_a_check_leaves_the_notebooks_random_numbers_alone(capsys):
     for check in CHECKS.values():
         check(check.reference)
     assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------- episode 08
+
+def make_hook(*, rows="all", positions="token", keep_tuple=True, give_back=True):
+    """restore_hook, with one mistake switched on."""
+    def restore_hook(clean, token):
+        def hook(module, inputs, output):
+            hidden = (output[0] if isinstance(output, tuple) else output).clone()
+            where = token if positions == "token" else slice(None)
+            if rows == "all":
+                hidden[:, where] = clean[where]
+            else:
+                hidden[0, where] = clean[where]
+            if not give_back:
+                return None
+            if not keep_tuple:
+                return hidden
+            return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
+        return hook
+    return restore_hook
+
+
+def test_restore_hook_accepts_a_right_answer_written_differently(capsys):
+    line, use = verdict(exercises.check_restore_hook, make_hook(), capsys)
+    assert "correct" in line
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_hook(rows="first"), "copy into every sample, hidden[:, token], not hidden[0, token]"),
+    (make_hook(positions="all"), "assign to hidden[:, token] = clean[token]"),
+    (make_hook(keep_tuple=False), "return `(hidden,) + tuple(output[1:])` when the output is a tuple"),
+    (make_hook(give_back=False), "a hook's return value replaces the output"),
+    (lambda clean, token: None, "`return hook`"),
+])
+def test_restore_hook_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_restore_hook, mistake, hint, capsys)
+
+
+def make_restored_logits(*, remove=True, shift=0, clean_shift=0, every_position=False, probabilities=False):
+    """restored_logits, with one mistake switched on."""
+    def restored_logits(model, layers, clean_outputs, layer, token, embeds):
+        from xai_lesson.tracing import restore_hook
+        handle = layers[min(layer + shift, len(layers) - 1)].register_forward_hook(
+            restore_hook(clean_outputs[min(layer + clean_shift, len(layers) - 1)], token))
+        try:
+            with torch.inference_mode():
+                logits = model(inputs_embeds=embeds).logits
+        finally:
+            if remove:
+                handle.remove()
+        logits = logits if every_position else logits[:, -1]
+        return logits.softmax(-1) if probabilities else logits
+    return restored_logits
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_restored_logits(remove=False), "handle.remove() in a `finally:` block"),
+    (make_restored_logits(shift=1), "hook layers[layer] and copy in clean_outputs[layer]"),
+    (make_restored_logits(shift=1, clean_shift=1), "hook layers[layer] and copy in clean_outputs[layer]"),
+    (make_restored_logits(clean_shift=-1), "hook layers[layer] and copy in clean_outputs[layer]"),
+    (make_restored_logits(every_position=True), "logits[:, -1]"),
+    (make_restored_logits(probabilities=True), "return the logits; restore() applies the softmax"),
+])
+def test_restored_logits_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_restored_logits, mistake, hint, capsys)
+
+
+def test_the_toy_language_model_makes_the_checks_meaningful():
+    """Restoring a subject position changes the answer, and restoring every position of the last layer gives it back."""
+    model, layers, clean_outputs, clean, noisy = exercises.toy_language_model()
+    from xai_lesson.tracing import restored_logits
+    with torch.inference_mode():
+        clean_logits = model(inputs_embeds=clean).logits[:, -1]
+        noisy_logits = model(inputs_embeds=noisy).logits[:, -1]
+    assert (noisy_logits - clean_logits).abs().max() > 0.1, "the noise must change the answer"
+    restored = restored_logits(model, layers, clean_outputs, len(layers) - 1, slice(1, None), noisy)
+    assert torch.allclose(restored, clean_logits.expand_as(restored), atol=1e-6)
+    one_token = restored_logits(model, layers, clean_outputs, 0, 2, noisy)
+    assert (one_token - noisy_logits).abs().max() > 0.01 and (one_token - clean_logits).abs().max() > 0.01
+
+
+# ---------------------------------------------------------------- episode 07
+
+def pooled_sum(hidden, attention_mask):
+    return (hidden * attention_mask.unsqueeze(-1)).sum(1)
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (lambda hidden, mask: hidden.mean(dim=1), "multiply by the mask"),
+    (pooled_sum, "divide by the number of real tokens, mask.sum(1)"),
+    (lambda hidden, mask: pooled_sum(hidden, mask) / hidden.shape[1], "divide by mask.sum(1)"),
+    (lambda hidden, mask: pooled_sum(hidden, mask) / mask.sum(), "divide each text by its own count"),
+    (lambda hidden, mask: (hidden * mask.unsqueeze(-1)).mean(2), "average over dim 1, the tokens"),
+])
+def test_masked_mean_pool_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_masked_mean_pool, mistake, hint, capsys)
+
+
+def make_control_labels(*, per_token=False, lowercase=True, distinct_tags=False, ignore_seed=False):
+    """control_labels, with one mistake switched on."""
+    def control_labels(words, labels, seed=0):
+        rng = np.random.default_rng(None if ignore_seed else seed)
+        labels = np.asarray(labels)
+        pool = np.unique(labels) if distinct_tags else labels
+        if per_token:
+            return rng.choice(pool, size=len(words))
+        keys = [w.lower() if lowercase else w for w in words]
+        types = sorted(set(keys))
+        lookup = dict(zip(types, rng.choice(pool, size=len(types))))
+        return np.array([lookup[k] for k in keys])
+    return control_labels
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_control_labels(per_token=True), "draw one label per word type"),
+    (make_control_labels(lowercase=False), "lower-case each word"),
+    (make_control_labels(distinct_tags=True), "not from the list of distinct tags"),
+    (make_control_labels(ignore_seed=True), "rng = np.random.default_rng(seed)"),
+    (lambda words, labels, seed=0: labels, "draw one label per word type"),   # the real labels
+])
+def test_control_labels_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_control_labels, mistake, hint, capsys)
+
+
+def test_control_labels_accepts_a_right_answer_written_differently(capsys):
+    line, use = verdict(exercises.check_control_labels, make_control_labels(), capsys)
+    assert "correct" in line
+
+
+# ---------------------------------------------------------------- episode 05
+
+def texts_without(words, drop):
+    return [" ".join(words)] + [" ".join(drop(words, i)) for i in range(len(words))]
+
+
+def make_leave_one_out(*, flip=False, by_value=False, column=None, no_difference=False):
+    """leave_one_out, with one mistake switched on."""
+    def leave_one_out(predict_proba, words, target):
+        drop = (lambda w, i: [x for x in w if x != w[i]]) if by_value else (lambda w, i: w[:i] + w[i + 1:])
+        p = np.asarray(predict_proba(texts_without(words, drop)))[:, target if column is None else column]
+        if no_difference:
+            return p[1:]
+        return p[1:] - p[0] if flip else p[0] - p[1:]
+    return leave_one_out
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_leave_one_out(flip=True), "return p(all words) minus p(all words but word i)"),
+    (make_leave_one_out(by_value=True), "delete by position"),
+    (make_leave_one_out(column=2), "take column `target`"),
+    (make_leave_one_out(no_difference=True), "subtract each from p(target | all words)"),
+    (lambda predict_proba, words, target: np.zeros(len(words) + 1), "one score per word"),
+])
+def test_leave_one_out_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_leave_one_out, mistake, hint, capsys)
+
+
+def kernel(masks, width, *, distance="cosine", root=True, square_width=True):
+    masks = np.asarray(masks, dtype=float)
+    kept, n = masks.sum(1), masks.shape[1]
+    d = {"cosine": 1 - kept / np.sqrt(kept * n), "fraction": 1 - kept / n, "euclidean": np.sqrt(n - kept)}[distance]
+    w = np.exp(-d ** 2 / (width ** 2 if square_width else width))
+    return np.sqrt(w) if root else w
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (lambda m, w: kernel(m, w, root=False), "take the square root"),
+    (lambda m, w: kernel(m, w, square_width=False), "divide d**2 by kernel_width**2"),
+    (lambda m, w: kernel(m, w, distance="fraction"), "d = 1 - s / sqrt(s * n)"),
+    (lambda m, w: kernel(m, w, distance="euclidean"), "d = 1 - s / sqrt(s * n)"),
+    (lambda m, w: np.sqrt(np.exp(-(1 - m.sum(0) / np.sqrt(m.sum(0) * m.shape[0])) ** 2 / w ** 2)), "masks.sum(1)"),
+])
+def test_lime_kernel_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_lime_kernel, mistake, hint, capsys)
+
+
+def test_lime_kernel_accepts_a_right_answer_written_differently(capsys):
+    line, use = verdict(exercises.check_lime_kernel, kernel, capsys)
+    assert "correct" in line
