@@ -93,3 +93,56 @@ def test_code_along_drops_solutions_and_outputs():
     assert not set(solutions) & set(generated_sources)
     assert generated_sources.count(make.EXERCISE_CELL) == len(solutions)
     assert all(c["outputs"] == [] and c["execution_count"] is None for c in code_cells(generated))
+
+
+CODE_ALONG = sorted((ROOT / "notebooks" / "code-along").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", CODE_ALONG, ids=lambda p: p.stem)
+def test_code_along_stubs_every_exercise_and_expects_not_done_yet(path):
+    """Each solution body is a stub; each check cell expects its "not done yet" line (nbval compares it)."""
+    from xai_lesson.exercises import EXERCISES
+
+    make = script("make_code_along")
+    authors = "".join("".join(c["source"]) for c in code_cells(load(ROOT / "notebooks" / path.name)))
+    for cell in code_cells(load(path)):
+        source = "".join(cell["source"])
+        assert make.BEGIN not in source and make.END not in source, source[:200]
+        checks = make.CHECK_CALL.findall(source)
+        printed = "".join("".join(o.get("text", "")) for o in cell["outputs"])
+        if checks:
+            assert printed == "".join(EXERCISES[c].not_done() + "\n" for c in checks)
+            assert "nbval-ignore-output" not in cell["metadata"].get("tags", [])
+        else:
+            assert cell["outputs"] == []
+    for registered in EXERCISES.values():
+        if f"exercises.{registered.check}(" in authors:
+            assert registered.stub() in "".join("".join(c["source"]) for c in code_cells(load(path)))
+            assert f"def {registered.function}(" in authors
+
+
+def test_code_along_turns_a_solution_body_into_its_stub():
+    make = script("make_code_along")
+    source = ('def gradcam_weights(A, dA):\n    """Docstring."""\n    # BEGIN SOLUTION\n'
+              '    return dA.mean(dim=(1, 2))\n    # END SOLUTION\n\nprint("after")')
+    assert make.stub_source(source, "test") == (
+        'def gradcam_weights(A, dA):\n    """Docstring."""\n'
+        '    raise NotImplementedError("Exercise 4.2: write gradcam_weights; see the episode")\n\nprint("after")')
+    for broken, problem in [("    # BEGIN SOLUTION\n    return 1\n", "must follow the `def` line"),
+                            ("def gradcam_weights(A, dA):\n    # BEGIN SOLUTION\n    return 1\n", "without `# END"),
+                            ("def gradcam_weights(A, dA):\n    return 1\n    # END SOLUTION\n", "without `# BEGIN"),
+                            ("def not_an_exercise():\n    # BEGIN SOLUTION\n    # END SOLUTION", "register its check")]:
+        with pytest.raises((make.ExerciseError, KeyError), match=problem):
+            make.stub_source(broken, "test")
+
+
+def test_code_along_refuses_an_authors_check_that_did_not_pass():
+    import nbformat
+
+    make = script("make_code_along")
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("gradcam_weights = exercises.check_gradcam_weights(gradcam_weights)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="Exercise 4.2 gradcam_weights: not right yet\n")]
+    notebook.cells = [cell]
+    with pytest.raises(make.ExerciseError, match="must print"):
+        make.code_along(notebook)

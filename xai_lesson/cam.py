@@ -38,17 +38,14 @@ def _check_image(x):
         raise ValueError("x holds NaN or infinite values: check how the image was made.")
 
 
-def gradcam_feature_map(model, target_layer, x, target, rectify=True):
-    """GradCAM at the target layer's resolution, before upsampling and scaling: a (h, w) array.
+def activations_and_gradients(model, target_layer, x, target):
+    """The target layer's feature maps A for one image x, and the gradient dA of class ``target``'s score.
 
-    Weights each feature map by the mean gradient of the class score over its
-    positions, sums the weighted maps and keeps the positive part. With
-    ``rectify=False`` it skips that ReLU and returns the signed map, which a
-    randomisation test compares (a ReLU can blank a random network's map).
+    Both are (channels, h, w) tensors, detached. A forward hook stores the layer's
+    output and registers a tensor hook for its gradient; the hook is removed
+    afterwards, even if something fails.
     """
     _check(model, target_layer, x, target)
-    if not isinstance(rectify, bool):
-        raise TypeError(f"rectify must be True (keep the positive part) or False (the signed map), got {rectify!r}.")
     stored = {}
 
     def keep_activation(module, inputs, output):
@@ -70,9 +67,27 @@ def gradcam_feature_map(model, target_layer, x, target, rectify=True):
         scores[0, target].backward()
     finally:
         handle.remove()
-    activation = stored["activation"].detach()[0]        # (channels, h, w)
-    gradient = stored["gradient"].detach()[0]            # (channels, h, w)
-    weights = gradient.mean(dim=(1, 2))                  # one weight per channel
+    return stored["activation"].detach()[0], stored["gradient"].detach()[0]
+
+
+def channel_weights(gradient):
+    """GradCAM's weights: each channel's gradient (channels, h, w) averaged over the grid, one per channel."""
+    return gradient.mean(dim=(1, 2))
+
+
+def gradcam_feature_map(model, target_layer, x, target, rectify=True):
+    """GradCAM at the target layer's resolution, before upsampling and scaling: a (h, w) array.
+
+    Weights each feature map by the mean gradient of the class score over its
+    positions, sums the weighted maps and keeps the positive part. With
+    ``rectify=False`` it skips that ReLU and returns the signed map, which a
+    randomisation test compares (a ReLU can blank a random network's map).
+    """
+    _check(model, target_layer, x, target)
+    if not isinstance(rectify, bool):
+        raise TypeError(f"rectify must be True (keep the positive part) or False (the signed map), got {rectify!r}.")
+    activation, gradient = activations_and_gradients(model, target_layer, x, target)   # (channels, h, w)
+    weights = channel_weights(gradient)                  # one weight per channel
     cam = (weights[:, None, None] * activation).sum(dim=0)
     if rectify:
         cam = torch.relu(cam)

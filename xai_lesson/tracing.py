@@ -179,6 +179,32 @@ def _with_hidden(output, tensor):
     return (tensor,) + tuple(output[1:]) if isinstance(output, tuple) else tensor
 
 
+def restore_hook(clean, token):
+    """A forward hook that copies ``clean[token]`` into position ``token`` of a layer's output, in every batch row.
+
+    ``clean`` is the layer's clean output for one prompt, (tokens, hidden size);
+    ``token`` is a position or a slice. The layer may output a tensor or a tuple whose
+    first element is the hidden state (transformers' decoder layers); the rest of a
+    tuple is passed on unchanged.
+    """
+    def hook(module, args, output):
+        hidden = _hidden(output).clone()
+        hidden[:, token] = clean[token]
+        return _with_hidden(output, hidden)
+    return hook
+
+
+def restored_logits(model, layers, clean_outputs, layer, token, embeds):
+    """Next-token logits (samples, vocabulary) of each corrupted run in ``embeds`` (samples, tokens, hidden),
+    with the clean output of decoder layer ``layer`` at ``token`` copied in.
+
+    ``layers`` are the decoder layers (``model_modules(model)["layers"]``) and
+    ``clean_outputs[layer]`` their clean outputs (tokens, hidden). The hook is removed afterwards.
+    """
+    with _hooks([(layers[layer], restore_hook(clean_outputs[layer], token))]), torch.inference_mode():
+        return model(inputs_embeds=embeds).logits[:, -1]
+
+
 @contextmanager
 def _staircase(layers, active, templates, fills):
     """Let each layer compute only the rows that need it, and replay the corrupted run for the rest.
