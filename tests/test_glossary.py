@@ -24,7 +24,7 @@ TERMS = {
                          "class-discriminative", "leave-one-out", "input invariance", "plausibility", "faithful"],
     "03-evaluating-saliency": ["cascading randomisation", "Spearman rank correlation", "pointing game",
                                "model-randomisation test", "Guided Backpropagation", "stem", "Sobel filter",
-                               "live", "logit spread"],
+                               "live", "logit spread", "data-randomisation test"],
     "04-gradcam": ["feature map", "channel", "class activation map", "forward hook", "GradCAM", "GradCAM++",
                    "ScoreCAM", "EigenCAM", "LayerCAM", "target layer", "spurious", "deletion", "faithful",
                    "model-randomisation test", "stride", "receptive field", "guided backpropagation",

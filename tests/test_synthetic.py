@@ -64,3 +64,22 @@ def test_bad_input_is_explained():
         synthetic.pointing_game(torch.ones(2, 4, 4), masks.float())
     with pytest.raises(ValueError, match="at least one True"):
         synthetic.mass_inside(torch.ones(2, 4, 4), torch.zeros(2, 4, 4, dtype=torch.bool))
+
+
+def test_flat_head_cnn_memorises_random_labels_and_checks_its_input():
+    from xai_lesson.training import accuracy, fit
+
+    images, labels, _ = synthetic.make_stripes_dataset(128, size=16, patch=4, seed=0)
+    random_labels = labels[torch.randperm(128, generator=torch.Generator().manual_seed(0))]
+    torch.manual_seed(0)
+    model = synthetic.FlatHeadCNN(width=8, size=16)
+    assert model(images[:2]).shape == (2, 2)
+    fit(model, images, random_labels, epochs=40, batch_size=32, lr=3e-3, seed=0)
+    # The head sees every position, so the network fits labels that carry no information.
+    assert accuracy(model, images, random_labels) >= 0.9
+    with pytest.raises(ValueError, match="size=32"):
+        model(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        synthetic.FlatHeadCNN(size=30)
+    with pytest.raises(ValueError, match="width"):
+        synthetic.FlatHeadCNN(width=0)

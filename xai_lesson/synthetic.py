@@ -11,10 +11,14 @@ The scores compare an attribution map with that mask:
 * ``mass_inside``: the share of absolute attribution that falls inside the mask;
 * ``pointing_game``: whether the map's largest value lies inside the mask;
 * ``area_share``: the share a uniform map would get, the chance level.
+
+``FlatHeadCNN`` is a small CNN without global pooling, which can memorise
+random labels: the model for the data-randomisation test.
 """
 
 import numpy as np
 import torch
+from torch import nn
 
 CLASS_NAMES = ("horizontal stripes", "vertical stripes")
 
@@ -107,3 +111,35 @@ def area_share(masks):
     if masks.ndim != 3 or masks.dtype != torch.bool:
         raise ValueError(f"masks must be a boolean tensor of shape (N, H, W), got {tuple(masks.shape)} {masks.dtype}.")
     return masks.flatten(1).float().mean(1).double().numpy()
+
+
+class FlatHeadCNN(nn.Module):
+    """Two 3x3 convolution blocks, then a linear classifier on the flattened feature map.
+
+    Unlike ``training.SmallCNN``, it has no global pooling: the classifier has one
+    weight per feature, channel *and position*, so the network can memorise the
+    labels of a few hundred images even when they are random. That is what the
+    data-randomisation test (Adebayo et al. 2018) needs: a model trained on
+    shuffled labels that has fitted them, not one that learned nothing.
+    """
+
+    def __init__(self, in_channels=3, n_classes=2, width=16, size=32):
+        super().__init__()
+        for name, value, low in (("in_channels", in_channels, 1), ("n_classes", n_classes, 2),
+                                 ("width", width, 1), ("size", size, 4)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+        if size % 4:
+            raise ValueError(f"size must be a multiple of 4 (two 2x2 poolings), got {size}.")
+        self.size = size
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, n_classes))
+
+    def forward(self, x):
+        if x.ndim != 4 or tuple(x.shape[2:]) != (self.size, self.size):
+            raise ValueError(f"FlatHeadCNN was built for images of {self.size} x {self.size} (N, C, H, W), "
+                             f"got shape {tuple(x.shape)}; build it with size={x.shape[-1]}.")
+        return self.classifier(self.features(x))
