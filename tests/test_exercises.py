@@ -384,6 +384,7 @@ def make_fgsm(*, descend=False, sign=True, clamp=True, normalised=False, leftove
     (make_fgsm(score=True), "differentiate the loss, F.cross_entropy(model(pixels), torch.tensor([label]))"),
     (make_fgsm(own_model=exercises.tiny_pixel_classifier(seed=3)[0]), "compute the loss from model(pixels)"),
     (make_fgsm(attached=True), "end with .detach()"),
+    (lambda *args: make_fgsm()(*args).numpy(), "return a tensor"),
 ])
 def test_fgsm_catches(mistake, hint, capsys):
     assert_wrong(exercises.check_fgsm, mistake, hint, capsys)

@@ -680,11 +680,14 @@ def _leaves_the_image_alone(pixels, original):
 
 
 def _detached_image(result, pixels):
-    shape = _shape(result, "the result")
+    if not torch.is_tensor(result):
+        raise Wrong(f"it returns a {type(result).__name__}, not a torch tensor",
+                    "return a tensor: the attack goes on to do tensor arithmetic with it")
+    shape = tuple(result.shape)
     if shape != tuple(pixels.shape):
         raise Wrong(f"it returns shape {shape} for an image of shape {tuple(pixels.shape)}",
                     "return the whole perturbed image, with the same shape as pixels")
-    if torch.is_tensor(result) and result.requires_grad:
+    if result.requires_grad:
         raise Wrong("the result is still attached to the graph (requires_grad=True)", "end with .detach()")
 
 
