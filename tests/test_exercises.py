@@ -333,3 +333,150 @@ def test_lime_kernel_catches(mistake, hint, capsys):
 def test_lime_kernel_accepts_a_right_answer_written_differently(capsys):
     line, use = verdict(exercises.check_lime_kernel, kernel, capsys)
     assert "correct" in line
+
+
+# --- Episode 01 ---
+
+import warnings  # noqa: E402  (imports kept with episode 01's tests, for a clean merge)
+
+import torch.nn.functional as F  # noqa: E402
+
+MEAN = torch.tensor(exercises.TINY_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(exercises.TINY_STD).view(1, 3, 1, 1)
+
+
+def make_fgsm(*, descend=False, sign=True, clamp=True, normalised=False, leftover=False, score=False,
+              own_model=None, attached=False):
+    """fgsm, with one mistake switched on."""
+    def fgsm(model, pixels, label, epsilon):
+        net = own_model or model
+        if normalised:                 # the step is taken on normalised inputs, then undone
+            x = ((pixels - MEAN) / STD).clone().requires_grad_(True)
+            logits = net(x * STD + MEAN)
+        elif leftover:                 # differentiates the caller's tensor with .backward()
+            x = pixels.requires_grad_(True)
+            logits = net(x)
+        else:
+            x = pixels.clone().requires_grad_(True)
+            logits = net(x)
+        target = logits[0, label] if score else F.cross_entropy(logits, torch.tensor([label]))
+        if leftover:
+            target.backward()
+            gradient = x.grad
+        else:
+            gradient, = torch.autograd.grad(target, x)
+        step = epsilon * (gradient.sign() if sign else gradient)
+        result = x - step if descend else x + step
+        if normalised:
+            result = result * STD + MEAN
+        if clamp:
+            result = result.clamp(0, 1)
+        return result if attached else result.detach()
+    return fgsm
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_fgsm(descend=True), "FGSM climbs the loss of the true class"),
+    (make_fgsm(sign=False), "take gradient.sign(), so that every pixel moves by exactly epsilon"),
+    (make_fgsm(clamp=False), "clip the result to valid pixel values with .clamp(0, 1)"),
+    (make_fgsm(normalised=True), "take the step on the pixel values in [0, 1], which `model` normalises itself"),
+    (make_fgsm(leftover=True), "differentiate a copy, pixels = pixels.clone().requires_grad_(True)"),
+    (make_fgsm(score=True), "differentiate the loss, F.cross_entropy(model(pixels), torch.tensor([label]))"),
+    (make_fgsm(own_model=exercises.tiny_pixel_classifier(seed=3)[0]), "compute the loss from model(pixels)"),
+    (make_fgsm(attached=True), "end with .detach()"),
+    (lambda *args: make_fgsm()(*args).numpy(), "return a tensor"),
+])
+def test_fgsm_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_fgsm, mistake, hint, capsys)
+
+
+def test_fgsm_says_how_far_a_normalised_step_moves_each_channel(capsys):
+    line, _ = verdict(exercises.check_fgsm, make_fgsm(normalised=True), capsys)
+    assert "move by 0.229, 0.224, 0.225 x epsilon, not by epsilon" in line, line
+
+
+def test_fgsm_accepts_a_right_answer_written_differently(capsys):
+    def fgsm(model, pixels, label, epsilon):
+        pixels = pixels.detach().clone()
+        pixels.requires_grad = True
+        loss = -torch.log_softmax(model(pixels), dim=-1)[0, label]
+        loss.backward()
+        return torch.clamp(pixels.detach() + epsilon * torch.sign(pixels.grad), min=0.0, max=1.0)
+
+    line, use = verdict(exercises.check_fgsm, fgsm, capsys)
+    assert "correct" in line and use is fgsm
+
+
+def test_the_fgsm_reference_matches_captum():
+    from captum.robust import FGSM, PGD
+
+    model, pixels = exercises.tiny_pixel_classifier()
+    for label in range(3):
+        ours = exercises._reference_fgsm(model, pixels, label, 0.05)
+        attack = FGSM(model, loss_func=torch.nn.CrossEntropyLoss(reduction="none"), lower_bound=0.0, upper_bound=1.0)
+        attack.zero_thresh = 0.0
+        theirs = attack.perturb(pixels.clone().requires_grad_(True), epsilon=0.05, target=torch.tensor([label]))
+        assert torch.equal(ours, theirs.detach())
+    model, pixels = exercises.tiny_pixel_classifier(seed=1)
+    ours = exercises._reference_iterated_fgsm(model, pixels, 0, 0.05, 0.02, 5)
+    pgd = PGD(model, loss_func=torch.nn.CrossEntropyLoss(reduction="none"), lower_bound=0.0, upper_bound=1.0)
+    pgd.fgsm.zero_thresh = 0.0
+    with warnings.catch_warnings():  # PGD copies the image for each step and warns that the copy needs gradients
+        warnings.simplefilter("ignore", UserWarning)
+        theirs = pgd.perturb(pixels, radius=0.05, step_size=0.02, step_num=5, target=torch.tensor([0]))
+    assert torch.allclose(ours, theirs.detach(), atol=1e-6)
+    assert (ours - pixels).abs().max() <= 0.05 + 1e-6 < 5 * 0.02, "the check's steps must overshoot the budget"
+
+
+def make_iterated_fgsm(*, project=True, at_end=False, restart=False, around_zero=False, around_itself=False,
+                       step_is_epsilon=False, extra_steps=0):
+    """iterated_fgsm, with one mistake switched on."""
+    fgsm = exercises._reference_fgsm
+
+    def iterated_fgsm(model, pixels, label, epsilon, step, n_steps):
+        adversarial = pixels.clone()
+        for _ in range(n_steps + extra_steps):
+            previous = adversarial
+            adversarial = fgsm(model, pixels if restart else adversarial, label, epsilon if step_is_epsilon else step)
+            if project and not at_end:
+                if around_zero:
+                    adversarial = torch.clamp(adversarial, -epsilon, epsilon)
+                elif around_itself:
+                    adversarial = torch.clamp(adversarial, previous - epsilon, previous + epsilon)
+                else:
+                    adversarial = torch.clamp(adversarial, pixels - epsilon, pixels + epsilon)
+        if at_end:
+            adversarial = torch.clamp(adversarial, pixels - epsilon, pixels + epsilon)
+        return adversarial
+    return iterated_fgsm
+
+
+PROJECT_BACK = "torch.clamp(adversarial, pixels - epsilon, pixels + epsilon)"
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_iterated_fgsm(project=False), "after each step, clip back to within epsilon of the original: " + PROJECT_BACK),
+    (make_iterated_fgsm(around_itself=True), "after each step, clip back to within epsilon of the original"),
+    (make_iterated_fgsm(around_zero=True), "clip to the original's values plus or minus epsilon: " + PROJECT_BACK),
+    (make_iterated_fgsm(at_end=True), "clip inside the loop, after every step"),
+    (make_iterated_fgsm(restart=True), "give each step the previous step's output"),
+    (make_iterated_fgsm(step_is_epsilon=True), "call fgsm with the step size"),
+    (make_iterated_fgsm(extra_steps=-1), "loop `for _ in range(n_steps):`"),
+    (lambda model, pixels, label, epsilon, step, n_steps: make_iterated_fgsm()(
+        exercises.tiny_pixel_classifier(seed=3)[0], pixels, label, epsilon, step, n_steps), "pass it on to every step"),
+])
+def test_iterated_fgsm_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_iterated_fgsm, mistake, hint, capsys)
+
+
+def test_iterated_fgsm_accepts_a_right_answer_written_differently(capsys):
+    def iterated_fgsm(model, pixels, label, epsilon, step, n_steps):
+        adversarial = pixels.clone()
+        for _ in range(n_steps):
+            adversarial = exercises._reference_fgsm(model, adversarial, label, step)
+            perturbation = (adversarial - pixels).clamp(-epsilon, epsilon)
+            adversarial = pixels + perturbation
+        return adversarial
+
+    line, use = verdict(exercises.check_iterated_fgsm, iterated_fgsm, capsys)
+    assert "correct" in line and use is iterated_fgsm
