@@ -480,3 +480,98 @@ def test_iterated_fgsm_accepts_a_right_answer_written_differently(capsys):
 
     line, use = verdict(exercises.check_iterated_fgsm, iterated_fgsm, capsys)
     assert "correct" in line and use is iterated_fgsm
+
+
+# --- Episode 09 ---
+
+def make_normalised_recovery(*, probabilities=False, normalise=True, by_clean=False, flipped=False, row_index=False):
+    """normalised_recovery, with one mistake switched on."""
+    def normalised_recovery(patched_logits, clean_logits, corrupted_logits, pair):
+        def difference(logits):
+            if probabilities:
+                logits = logits.softmax(-1)
+            if row_index:
+                return logits[pair.clean_answer_id] - logits[pair.corrupted_answer_id]
+            return logits[..., pair.clean_answer_id] - logits[..., pair.corrupted_answer_id]
+        patched, clean, corrupted = (difference(x) for x in (patched_logits, clean_logits, corrupted_logits))
+        if not normalise:
+            return patched - corrupted
+        if by_clean:
+            return (patched - corrupted) / clean
+        recovery = (patched - corrupted) / (clean - corrupted)
+        return 1 - recovery if flipped else recovery
+    return normalised_recovery
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_normalised_recovery(probabilities=True), "without a softmax"),
+    (make_normalised_recovery(normalise=False), "divide by (clean - corrupted)"),
+    (make_normalised_recovery(by_clean=True), "divide by the whole gap, (clean - corrupted)"),
+    (make_normalised_recovery(flipped=True), "(patched - corrupted) / (clean - corrupted)"),
+    (make_normalised_recovery(row_index=True), "logits[..., pair.clean_answer_id]"),
+])
+def test_normalised_recovery_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_normalised_recovery, mistake, hint, capsys)
+
+
+def test_normalised_recovery_does_not_mind_answers_swapped_in_every_run(capsys):
+    # Swapping the two answers flips the sign of all three logit differences, which cancels.
+    def swapped(patched_logits, clean_logits, corrupted_logits, pair):
+        d = [x[..., pair.corrupted_answer_id] - x[..., pair.clean_answer_id]
+             for x in (patched_logits, clean_logits, corrupted_logits)]
+        return (d[0] - d[2]) / (d[1] - d[2])
+
+    line, use = verdict(exercises.check_normalised_recovery, swapped, capsys)
+    assert "correct" in line and use is swapped
+
+
+def make_patched_logits(*, remove=True, every=False, hidden_states_index=None, return_output=True,
+                        tuple_output=True, all_positions=False):
+    """patched_logits, written with two hooks as in the episode, with one mistake switched on."""
+    def patched_logits(model, layers, layer, position, clean_ids, corrupted_ids):
+        saved = {}
+        if hidden_states_index is None:
+            handle = layers[layer].register_forward_hook(lambda m, a, output: saved.__setitem__("clean", output[0]))
+            with torch.no_grad():
+                model(input_ids=clean_ids)
+            handle.remove()
+        else:
+            with torch.no_grad():
+                states = model(input_ids=clean_ids, output_hidden_states=True).hidden_states
+            saved["clean"] = states[hidden_states_index(layer)]
+
+        def patch(module, args, output):
+            hidden = output[0].clone()
+            where = slice(None) if every else position
+            hidden[:, where] = saved["clean"][:, where]
+            if not return_output:
+                return None
+            return (hidden,) + tuple(output[1:]) if tuple_output else hidden
+
+        handle = layers[layer].register_forward_hook(patch)
+        with torch.no_grad():
+            logits = model(input_ids=corrupted_ids).logits
+        if remove:
+            handle.remove()
+        return logits if all_positions else logits[0, -1]
+    return patched_logits
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_patched_logits(remove=False), "call handle.remove()"),
+    (make_patched_logits(every=True), "copy one position, hidden[:, position]"),
+    (make_patched_logits(hidden_states_index=lambda layer: layer), "hidden_states[L + 1]"),
+    (make_patched_logits(hidden_states_index=lambda layer: layer + 2), "hidden_states[L + 1]"),
+    (make_patched_logits(return_output=False), "return (hidden,) + tuple(output[1:])"),
+    (make_patched_logits(tuple_output=False), "return `(hidden,) + tuple(output[1:])` when the output is a tuple"),
+    (make_patched_logits(all_positions=True), "logits[0, -1]"),
+])
+def test_patched_logits_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_patched_logits, mistake, hint, capsys)
+
+
+def test_patched_logits_accepts_a_right_answer_written_differently(capsys):
+    # With output_hidden_states: layer L's output is hidden_states[L + 1].
+    right = make_patched_logits(hidden_states_index=lambda layer: layer + 1)
+    line, use = verdict(exercises.check_patched_logits, right, capsys)
+    assert "correct" in line and use is right
