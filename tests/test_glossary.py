@@ -18,7 +18,7 @@ TERMS = {
                         "adversarial example", "fast gradient sign method", "basic iterative method",
                         "projected gradient descent", "interpretable by design", "rationale",
                         "concept bottleneck model", "rule extraction", "anchor", "fidelity", "influence function",
-                        "TracIn", "training-data attribution"],
+                        "TracIn", "training-data attribution", "code-along exercise", "check cell"],
     "02-saliency-maps": ["saliency map", "attribution map", "logit", "gradient", "gradient × input", "SmoothGrad",
                          "Integrated Gradients", "baseline", "completeness", "saturat", "occlusion",
                          "class-discriminative", "leave-one-out", "input invariance", "plausibility", "faithful"],
