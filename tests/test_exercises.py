@@ -575,3 +575,105 @@ def test_patched_logits_accepts_a_right_answer_written_differently(capsys):
     right = make_patched_logits(hidden_states_index=lambda layer: layer + 1)
     line, use = verdict(exercises.check_patched_logits, right, capsys)
     assert "correct" in line and use is right
+
+
+# --- Episode 02 ---
+
+def make_vanilla_gradient(*, in_place=False, score="target", reduce=None):
+    """vanilla_gradient, with one mistake switched on."""
+    def vanilla_gradient(model, x, target):
+        if not in_place:
+            x = x.clone()
+        x.requires_grad_(True)
+        logits = model(x)
+        chosen = {"target": lambda: logits[0, target], "sum": lambda: logits.sum(),
+                  "top": lambda: logits.max(), "probability": lambda: torch.softmax(logits, 1)[0, target],
+                  "next": lambda: logits[0, target + 1]}[score]()
+        chosen.backward()
+        grad = x.grad.detach().clone()
+        if reduce == "abs":
+            return grad.abs()
+        if reduce == "abs-sum":
+            return grad.abs().sum(1)
+        if reduce == "max":
+            return grad.abs().amax(1, keepdim=True)
+        return grad
+
+    return vanilla_gradient
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_vanilla_gradient(in_place=True), "work on a fresh copy, x = x.clone().requires_grad_(True)"),
+    (make_vanilla_gradient(score="sum"), "backpropagate the one score model(x)[0, target]"),
+    (make_vanilla_gradient(score="top"), "take the logit of the class you were given: model(x)[0, target]"),
+    (make_vanilla_gradient(score="next"), "take the logit of the class you were given: model(x)[0, target]"),
+    (make_vanilla_gradient(score="probability"), "explain the logit, model(x)[0, target], before any softmax"),
+    (make_vanilla_gradient(reduce="abs-sum"), "return the gradient itself, one number per pixel and colour channel"),
+    (make_vanilla_gradient(reduce="max"), "return the gradient itself, one number per pixel and colour channel"),
+    (make_vanilla_gradient(reduce="abs"), "return the signed gradient"),
+])
+def test_vanilla_gradient_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_vanilla_gradient, mistake, hint, capsys)
+
+
+def test_vanilla_gradient_accepts_a_right_answer_written_differently(capsys):
+    def with_autograd_grad(model, x, target):
+        x = x.detach().requires_grad_(True)
+        return torch.autograd.grad(model(x)[0, target], x)[0]
+
+    line, use = verdict(exercises.check_vanilla_gradient, with_autograd_grad, capsys)
+    assert "correct" in line and use is with_autograd_grad
+
+
+def make_ig(*, alphas="midpoint", times="difference", pool="mean", first_batch_only=False):
+    """integrated_gradients_by_hand as in the episode, with one mistake switched on."""
+    def integrated_gradients_by_hand(model, x, target, baseline, steps, batch_size=4):
+        points_on_path = {"midpoint": (torch.arange(steps) + 0.5) / steps,
+                          "linspace": torch.linspace(0, 1, steps),
+                          "left": torch.arange(steps) / steps,
+                          "right": (torch.arange(steps) + 1) / steps}[alphas]
+        path = baseline + points_on_path.view(-1, 1, 1, 1) * (x - baseline)
+        grads = []
+        for start in range(0, len(path), batch_size):
+            points = path[start:start + batch_size].clone().requires_grad_(True)
+            grads.append(torch.autograd.grad(model(points)[:, target].sum(), points)[0])
+            if first_batch_only:
+                break
+        grads = torch.cat(grads)
+        mean_grad = {"mean": lambda: grads.mean(0, keepdim=True), "sum": lambda: grads.sum(0, keepdim=True),
+                     "all": lambda: grads.mean(), "channels": lambda: grads.mean(1, keepdim=True),
+                     "none": lambda: grads}[pool]()
+        return {"difference": lambda: (x - baseline) * mean_grad, "x": lambda: x * mean_grad,
+                "nothing": lambda: mean_grad}[times]()
+
+    return integrated_gradients_by_hand
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_ig(times="nothing"), "multiply it by (x - baseline)"),
+    (make_ig(times="x"), "multiply by (x - baseline)"),
+    (make_ig(alphas="linspace"), "alphas = (torch.arange(steps) + 0.5) / steps"),
+    (make_ig(alphas="left"), "alphas = (torch.arange(steps) + 0.5) / steps"),
+    (make_ig(alphas="right"), "alphas = (torch.arange(steps) + 0.5) / steps"),
+    (make_ig(pool="sum"), "average them over the points with .mean(0)"),
+    (make_ig(pool="all"), "average over dim 0 only, the points"),
+    (make_ig(pool="channels"), "average the gradients over the points, dim 0"),
+    (make_ig(pool="none"), "average the gradients over the points, dim 0"),
+    (make_ig(first_batch_only=True), "loop over every batch"),
+])
+def test_integrated_gradients_by_hand_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_integrated_gradients_by_hand, mistake, hint, capsys)
+
+
+def test_the_episodes_own_ig_passes(capsys):
+    line, use = verdict(exercises.check_integrated_gradients_by_hand, make_ig(), capsys)
+    assert "correct" in line and "0.1 %" in line
+
+
+def test_the_tiny_model_separates_the_quadrature_rules():
+    """The IG check is live: on its model, the wrong points on the path change IG by far more than its tolerance."""
+    model, x, baseline = exercises.tiny_smooth_cnn()
+    midpoint = make_ig()(model, x, 1, baseline, 6)
+    for alphas in ("linspace", "left", "right"):
+        other = make_ig(alphas=alphas)(model, x, 1, baseline, 6)
+        assert (other - midpoint).abs().max() > 0.02 * midpoint.abs().max(), alphas
