@@ -416,3 +416,7 @@ def test_the_patch_example_tells_every_pointing_mistake_apart():
     answers += [tuple(peak_inside(maps, masks, heat=heat)) for heat in
                 (lambda m: m.sum(dim=1), lambda m: m.sum(dim=1).abs(), lambda m: m.abs().amax(dim=1))]
     assert len(set(answers)) == len(answers), answers
+
+
+def test_pointing_game_refuses_one_answer_for_the_whole_batch(capsys):
+    assert_wrong(exercises.check_pointing_game, lambda m, k: np.bool_(True), "compute one score per map", capsys)
