@@ -677,3 +677,90 @@ def test_the_tiny_model_separates_the_quadrature_rules():
     for alphas in ("linspace", "left", "right"):
         other = make_ig(alphas=alphas)(model, x, 1, baseline, 6)
         assert (other - midpoint).abs().max() > 0.02 * midpoint.abs().max(), alphas
+
+
+# --- Episode 03 ---
+
+def share_inside(maps, masks, *, absolute=True, abs_after_sum=False, inverted=False, normalise="map",
+                 zero_safe=True, means=False):
+    """mass_inside, with one mistake switched on."""
+    if abs_after_sum:
+        heat = maps.sum(dim=1).abs()
+    else:
+        heat = maps.abs().sum(dim=1) if absolute else maps.sum(dim=1)
+    region = ~masks if inverted else masks
+    inside = (heat * region).flatten(1).sum(dim=1)
+    total = {"map": heat.flatten(1).sum(dim=1), "batch": heat.sum().expand(len(heat)),
+             "none": torch.ones(len(heat))}[normalise]
+    if means:
+        inside, total = inside / region.flatten(1).sum(dim=1), total / heat[0].numel()
+    if zero_safe:
+        return torch.where(total > 0, inside / total, 0.0).numpy()
+    return (inside / total).numpy()
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (lambda m, k: share_inside(m, k, absolute=False), "take absolute values, maps.abs(), before you sum"),
+    (lambda m, k: share_inside(m, k, abs_after_sum=True), "take the absolute value of each channel first"),
+    (lambda m, k: share_inside(m, k, inverted=True), "multiply by masks, not by ~masks"),
+    (lambda m, k: share_inside(m, k, normalise="none"), "divide by each map's total absolute attribution"),
+    (lambda m, k: share_inside(m, k, normalise="batch"), "divide each map by its own total"),
+    (lambda m, k: share_inside(m, k, means=True), "divide the sums, not the means"),
+    (lambda m, k: share_inside(m, k, zero_safe=False), "return 0 where the total is 0"),
+    (lambda m, k: torch.from_numpy(share_inside(m, k)), "end with .numpy()"),
+    (lambda m, k: share_inside(m, k).sum(), "compute one score per map"),
+    (lambda m, k: (m.abs() * k[:, None]).flatten(2).sum(2).numpy(), "sum the absolute values over the colour channels"),
+])
+def test_mass_inside_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_mass_inside, mistake, hint, capsys)
+
+
+def test_mass_inside_accepts_a_right_answer_in_numpy(capsys):
+    def in_numpy(maps, masks):
+        heat = np.abs(maps.numpy()).sum(axis=1)
+        total = heat.reshape(len(heat), -1).sum(axis=1)
+        inside = (heat * masks.numpy()).reshape(len(heat), -1).sum(axis=1)
+        return np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
+
+    line, use = verdict(exercises.check_mass_inside, in_numpy, capsys)
+    assert "correct" in line and use is in_numpy
+
+
+def peak_inside(maps, masks, *, heat=None, inverted=False, whole_batch=False, batch_axis=False, positions=False):
+    """pointing_game, with one mistake switched on."""
+    heat = maps.abs().sum(dim=1) if heat is None else heat(maps)
+    flat, region = heat.flatten(1), (~masks if inverted else masks).flatten(1)
+    if batch_axis:
+        return flat.argmax(dim=0).numpy()
+    if whole_batch:
+        return region[:, flat.flatten().argmax() % flat.shape[1]].numpy()
+    peak = flat.argmax(dim=1)
+    return peak.numpy() if positions else region[torch.arange(len(peak)), peak].numpy()
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (lambda m, k: peak_inside(m, k, heat=lambda m: m.sum(dim=1)), "take absolute values, maps.abs(), before the argmax"),
+    (lambda m, k: peak_inside(m, k, heat=lambda m: m.sum(dim=1).abs()), "take the absolute value of each channel first"),
+    (lambda m, k: peak_inside(m, k, heat=lambda m: m.abs().amax(dim=1)), "sum the absolute values over the channels"),
+    (lambda m, k: peak_inside(m, k, inverted=True), "a hit is a peak where the mask is True"),
+    (lambda m, k: peak_inside(m, k, whole_batch=True), "take one peak per map"),
+    (lambda m, k: peak_inside(m, k, batch_axis=True), "flatten each map with .flatten(1) and take .argmax(dim=1)"),
+    (lambda m, k: peak_inside(m, k, positions=True), "look each peak up in its mask"),
+    (lambda m, k: torch.from_numpy(peak_inside(m, k)), "end with .numpy()"),
+])
+def test_pointing_game_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_pointing_game, mistake, hint, capsys)
+
+
+def test_the_patch_example_tells_every_pointing_mistake_apart():
+    maps, masks = exercises.patch_scoring_example()
+    maps, masks = maps[:4], masks[:4]
+    answers = [tuple(peak_inside(maps, masks)), tuple(peak_inside(maps, masks, inverted=True)),
+               tuple(peak_inside(maps, masks, whole_batch=True))]
+    answers += [tuple(peak_inside(maps, masks, heat=heat)) for heat in
+                (lambda m: m.sum(dim=1), lambda m: m.sum(dim=1).abs(), lambda m: m.abs().amax(dim=1))]
+    assert len(set(answers)) == len(answers), answers
+
+
+def test_pointing_game_refuses_one_answer_for_the_whole_batch(capsys):
+    assert_wrong(exercises.check_pointing_game, lambda m, k: np.bool_(True), "compute one score per map", capsys)
