@@ -764,3 +764,92 @@ def test_the_patch_example_tells_every_pointing_mistake_apart():
 
 def test_pointing_game_refuses_one_answer_for_the_whole_batch(capsys):
     assert_wrong(exercises.check_pointing_game, lambda m, k: np.bool_(True), "compute one score per map", capsys)
+
+
+# --- Episode 06 ---
+
+def estimate_new(g, e, c):
+    return g @ c.T
+
+
+def estimate_old(g, e, c):
+    return (g * e).sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (lambda g, e, c: estimate_old(g, e, c) - estimate_new(g, e, c), "the change is new minus old"),
+    (estimate_new, "subtract each token's own term e_i . g_i"),
+    (lambda g, e, c: estimate_new(g, e, c) - (g * e).sum(-1), "keep the token axis when you sum"),
+    (lambda g, e, c: estimate_new(g, e, c) - (g * e).sum(0, keepdim=True), "sum over the embedding axis"),
+    (lambda g, e, c: c @ g.T - (g * e).sum(-1), "put tokens in rows"),
+    (lambda g, e, c: (g @ c.T - estimate_old(g, e, c)).mean(0), "shape (tokens, candidates)"),
+])
+def test_swap_estimate_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_swap_estimate, mistake, hint, capsys)
+
+
+def test_swap_estimate_accepts_a_right_answer_written_differently(capsys):
+    def by_broadcasting(g, e, c):
+        return ((c[None, :, :] - e[:, None, :]) * g[:, None, :]).sum(-1)
+
+    line, use = verdict(exercises.check_swap_estimate, by_broadcasting, capsys)
+    assert "correct" in line and use is by_broadcasting
+
+
+def test_swap_estimate_reference_is_the_real_change_for_a_linear_score():
+    """For a linear score the first-order estimate is exact: check it against a swap done for real."""
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(5, 3, generator=generator)                     # score = sum over tokens of w_i . e_i
+    e, candidates = torch.randn(5, 3, generator=generator), torch.randn(7, 3, generator=generator)
+    estimate = exercises.check_swap_estimate.reference(w, e, candidates)
+    for i, v in [(0, 0), (2, 5), (4, 6)]:
+        swapped = e.clone()
+        swapped[i] = candidates[v]
+        assert torch.isclose(estimate[i, v], (w * swapped).sum() - (w * e).sum(), atol=1e-5)
+
+
+def flip_rate_mistake(kind):
+    """flip_rate, with one mistake switched on."""
+    def flip_rate(labels, original, attacked):
+        labels, original, attacked = np.asarray(labels), np.asarray(original), np.asarray(attacked)
+        right, changed = original == labels, attacked != original
+        return {"count": lambda: changed[right].sum(),
+                "already wrong": lambda: changed.mean(),
+                "all texts": lambda: changed[right].sum() / len(labels),
+                "true label": lambda: (attacked != labels).mean(),
+                "accuracy drop": lambda: right.mean() - (attacked == labels).mean(),
+                "unchanged": lambda: (~changed[right]).mean()}[kind]()
+    return flip_rate
+
+
+@pytest.mark.parametrize("kind, hint", [
+    ("count", "divide by the number of texts predicted correctly before the attack"),
+    ("already wrong", "keep only the texts predicted correctly before the attack, original == labels"),
+    ("all texts", "divide by the number of texts with original == labels"),
+    ("true label", "compare the attacked prediction with the original prediction"),
+    ("accuracy drop", "count flips among the texts predicted correctly before the attack"),
+    ("unchanged", "count the predictions that changed, attacked != original"),
+])
+def test_flip_rate_catches(kind, hint, capsys):
+    assert_wrong(exercises.check_flip_rate, flip_rate_mistake(kind), hint, capsys)
+
+
+def test_flip_rate_catches_an_answer_right_only_on_the_first_case(capsys):
+    assert_wrong(exercises.check_flip_rate, lambda labels, original, attacked: 4 / 7, "count the texts whose "
+                 "prediction changed", capsys)
+    assert_wrong(exercises.check_flip_rate, lambda labels, original, attacked: [0.5, 0.5], "one number", capsys)
+
+
+def test_flip_rate_reference_agrees_with_the_packages_flip_rate():
+    """On texts all predicted correctly, the share of flips is perturbation.flip_rate's."""
+    from xai_lesson.perturbation import flip_rate
+
+    texts = ["good film", "great fun", "good but not great", "a film", "bad good great", "good !"]
+    before = exercises.toy_predict_proba(texts).argmax(1)
+    positive = [t for t, p in zip(texts, before) if p == 2]
+    after = exercises.toy_predict_proba([f"bad {t}" for t in positive]).argmax(1)
+    ours = exercises.check_flip_rate.reference(np.full(len(positive), 2), np.full(len(positive), 2), after)
+    assert 0 < ours < 1, "the toy case must flip some texts and not others"
+    assert ours == flip_rate(exercises.toy_predict_proba, positive, 2, prefix="bad")
+    with pytest.raises(ValueError, match="nothing to flip"):
+        exercises.check_flip_rate.reference([0, 1], [1, 0], [1, 0])
