@@ -19,6 +19,9 @@ every problem it finds:
   outputs     every line of an episode's ```output block is a line its notebook printed
   schedule    instructors/schedule.md gives each episode its teaching + exercises minutes,
               every listed episode appears in it, and each row starts when the one before ends
+  claims      a notebook checks its claims with `claims.expect` in cells tagged `claims`, not
+              with bare `assert` lines in the learner's way; a `claims` cell prints only
+              ✔ lines; every ✔ line an episode shows is one its notebook printed
 """
 
 import json
@@ -175,6 +178,7 @@ def check_lesson(root):
         if notebook.exists():
             problems += check_pair(text, notebook, path.stem, notebook_url)
             problems += check_outputs(text, notebook, path.stem)
+            problems += check_claims(text, notebook, path.stem)
     if (root / "index.md").exists():
         problems += check_markdown((root / "index.md").read_text(encoding="utf-8"), root / "index.md", root=root)
     for folder in ("learners", "instructors", "profiles"):
@@ -242,6 +246,44 @@ def check_outputs(episode_text, notebook_path, stem):
                 problems.append(Problem(f"episodes/{stem}.md", first_line + offset, "outputs",
                                         f"{line.strip()[:60]!r} is not in the output of notebooks/{stem}.ipynb: "
                                         "copy outputs from the executed notebook"))
+    return problems
+
+
+CLAIMS_TAG = "claims"
+ASSERT_LINE = re.compile(r"^\s*assert\b")
+CHECK_MARK = "\N{HEAVY CHECK MARK}"
+
+
+def check_claims(episode_text, notebook_path, stem):
+    """Claim checks sit in cells tagged `claims`, print one ✔ line each, and the episode shows only those."""
+    notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
+    problems = []
+    where = f"notebooks/{stem}.ipynb"
+    for index, cell in enumerate(notebook.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", ""))
+        tagged = CLAIMS_TAG in cell.get("metadata", {}).get("tags", [])
+        if not tagged:
+            for offset, line in enumerate(source.splitlines()):
+                if ASSERT_LINE.match(line):
+                    problems.append(Problem(where, 1, "claims",
+                                            f"cell {index}, line {offset + 1}: a bare `assert` in a cell the learner "
+                                            "reads; move the check to a cell tagged 'claims' as claims.expect(...)"))
+            continue
+        if "claims.expect(" not in source:
+            problems.append(Problem(where, 1, "claims", f"cell {index} is tagged 'claims' but checks no claim"))
+        printed = "".join("".join(output.get("text", "")) for output in cell.get("outputs", [])
+                          if output.get("output_type") == "stream")
+        for line in printed.splitlines():
+            if line.strip() and not line.startswith(CHECK_MARK):
+                problems.append(Problem(where, 1, "claims", f"cell {index} is tagged 'claims' but prints "
+                                        f"{line.strip()[:60]!r}: a claims cell prints only its ✔ lines"))
+    printed_lines = notebook_output_lines(notebook_path)
+    for number, line in enumerate(episode_text.splitlines(), 1):
+        if CHECK_MARK in line and line.strip().startswith(CHECK_MARK) and line.rstrip() not in printed_lines:
+            problems.append(Problem(f"episodes/{stem}.md", number, "claims",
+                                    f"{line.strip()[:60]!r} is not a ✔ line that notebooks/{stem}.ipynb printed"))
     return problems
 
 

@@ -219,3 +219,45 @@ def test_the_schedule_must_match_the_episodes(tmp_path, rows, message):
 def test_the_lesson_passes_every_check():
     problems = lesson_check.check_lesson(ROOT)
     assert not problems, "\n".join(map(str, problems))
+
+
+def add_code_cell(lesson, source, printed="", tags=()):
+    notebook_path = lesson / "notebooks" / "01-a.ipynb"
+    notebook = json.loads(notebook_path.read_text())
+    outputs = [{"output_type": "stream", "name": "stdout", "text": [printed]}] if printed else []
+    notebook["cells"].append({"cell_type": "code", "metadata": {"tags": list(tags)}, "source": [source],
+                              "execution_count": 2, "outputs": outputs})
+    notebook_path.write_text(json.dumps(notebook))
+
+
+def test_a_bare_assert_outside_a_claims_cell_is_refused(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    add_code_cell(lesson, "x = 1\nassert x == 1, 'x is one'")
+    problems = lesson_check.check_lesson(lesson)
+    assert [p.rule for p in problems] == ["claims"] and "bare `assert`" in problems[0].message
+
+
+def test_a_claims_cell_passes_and_its_check_line_may_be_shown(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    add_code_cell(lesson, "claims.expect(x == 1, 'x is one')", printed="\u2714 x is one\n", tags=["claims"])
+    episode = lesson / "episodes" / "01-a.md"
+    episode.write_text(episode.read_text().replace("```output\n1\n```", "```output\n1\n\u2714 x is one\n```"))
+    assert lesson_check.check_lesson(lesson) == []
+
+
+@pytest.mark.parametrize("source, printed, message", [
+    ("print('x')", "x\n", "checks no claim"),
+    ("claims.expect(x == 1, 'x is one')\nprint(x)", "\u2714 x is one\n1\n", "prints only its \u2714 lines"),
+])
+def test_a_claims_cell_holds_claims_and_prints_nothing_else(tmp_path, source, printed, message):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    add_code_cell(lesson, source, printed=printed, tags=["claims"])
+    problems = lesson_check.check_lesson(lesson)
+    assert "claims" in [p.rule for p in problems] and any(message in p.message for p in problems)
+
+
+def test_a_check_line_the_notebook_never_printed_is_refused(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    episode = lesson / "episodes" / "01-a.md"
+    episode.write_text(episode.read_text() + "\n\u2714 a claim nobody checked\n")
+    assert [p.rule for p in lesson_check.check_lesson(lesson)] == ["claims"]
