@@ -16,7 +16,10 @@ A code-along notebook is its lesson (authors') notebook with:
 - every challenge solution (a code cell tagged "solution") replaced by an empty
   exercise cell;
 - all other outputs cleared, and those cells tagged "nbval-ignore-output": nbval runs
-  them to prove they execute, but there are no outputs to compare.
+  them to prove they execute, but there are no outputs to compare;
+- the cells a learner need not read collapsed (JupyterLab's `source_hidden`): the
+  Colab set-up cell, and the claim checks (cells tagged "claims", whose ✔ lines tell
+  the learner that each claim of the episode held on their machine).
 
 It also refuses an authors' notebook whose check cell did not print "correct": the
 solution in the authors' notebook must pass its own check.
@@ -37,6 +40,8 @@ EXERCISE_CELL = "# Exercise: write your answer here, then compare it with the so
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 CHECK_CALL = re.compile(r"\bexercises\.(check_\w+)\(")
 DEF = re.compile(r"^\s*def (\w+)\(")
+CLAIMS_TAG = "claims"
+COLAB_MARKER = "# Colab set-up:"
 
 sys.path.insert(0, str(ROOT))
 from xai_lesson.exercises import EXERCISES, by_function  # noqa: E402  (after the path is set)
@@ -104,10 +109,15 @@ def code_along(notebook, name="notebook"):
                 continue
             if BEGIN in cell.source:
                 cell.source = stub_source(cell.source, where)
+            claims = CLAIMS_TAG in cell.metadata.get("tags", [])
             cell.outputs = []
             cell.execution_count = None
             # The tag, unless the cell already says so in a comment (nbval warns about both).
             cell.metadata = {} if "NBVAL_IGNORE_OUTPUT" in cell.source else {"tags": ["nbval-ignore-output"]}
+            if claims:
+                cell.metadata.setdefault("tags", []).insert(0, CLAIMS_TAG)
+            if claims or cell.source.startswith(COLAB_MARKER):
+                cell.metadata["jupyter"] = {"source_hidden": True}
         cells.append(cell)
     result.cells = cells
     result.metadata.get("xai_lesson", {})["code_along"] = True

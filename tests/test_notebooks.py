@@ -148,3 +148,46 @@ def test_code_along_refuses_an_authors_check_that_did_not_pass():
     notebook.cells = [cell]
     with pytest.raises(make.ExerciseError, match="must print"):
         make.code_along(notebook)
+
+
+def test_code_along_collapses_the_colab_cell_and_the_claim_checks():
+    make = script("make_code_along")
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("Accompanies the episode."),
+        nbformat.v4.new_code_cell(make.COLAB_MARKER + " on Colab this cell installs the lesson"),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("claims.expect(x == 1, 'x is one')", metadata={"tags": ["claims"]},
+                                  outputs=[nbformat.v4.new_output("stream", name="stdout", text="\u2714 x is one\n")]),
+    ])
+    colab, plain, claims = [c for c in make.code_along(notebook).cells if c.cell_type == "code"]
+    assert colab.metadata["jupyter"] == {"source_hidden": True}
+    assert "jupyter" not in plain.metadata
+    assert claims.metadata["jupyter"] == {"source_hidden": True} and claims.outputs == []
+    assert claims.metadata["tags"] == ["claims", "nbval-ignore-output"]
+
+
+@pytest.mark.parametrize("path", CODE_ALONG, ids=lambda p: p.stem)
+def test_learners_see_the_colab_cell_and_claim_checks_collapsed(path):
+    for cell in code_cells(load(path)):
+        source = "".join(cell["source"])
+        hidden = cell["metadata"].get("jupyter", {}).get("source_hidden", False)
+        if source.startswith("# Colab set-up:") or "claims" in cell["metadata"].get("tags", []):
+            assert hidden, f"{path.name}: this cell should be collapsed for learners: {source[:60]!r}"
+
+
+def test_the_lesson_runner_reports_the_slowest_cells():
+    run_lesson = script("run_lesson")
+
+    def cell(source, busy, idle, kind="code"):
+        stamps = {"iopub.status.busy": f"2026-12-07T10:00:{busy:06.3f}Z", "iopub.status.idle": f"2026-12-07T10:00:{idle:06.3f}Z"}
+        return {"cell_type": kind, "source": source, "metadata": {"execution": stamps} if kind == "code" else {}}
+
+    notebook = {"cells": [cell("# Setup\nimport torch", 0, 1.5), cell("Some text", 0, 0, kind="markdown"),
+                          cell("x = slow()", 2, 9.25), cell(["\n", "y = 1\n"], 10, 10.1),
+                          cell("z = | `odd`", 11, 14), {"cell_type": "code", "source": "never", "metadata": {}}]}
+    slowest = run_lesson.slowest_cells(notebook)
+    assert slowest == [(2, "x = slow()", 7.25), (4, "z = | `odd`", 3.0), (0, "# Setup", 1.5)]
+    assert run_lesson.describe_slowest(slowest[:2]) == "cell 2 (`x = slow()`) 7.2 s; cell 4 (`z = / odd`) 3.0 s"
+    assert run_lesson.describe_slowest([]) == "-"
