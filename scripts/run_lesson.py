@@ -8,8 +8,10 @@ Each notebook runs in its own process with the offline defaults (no model hub, n
 dataset hub). The table, printed and written to build/lesson-report.md, shows
 each notebook's status, wall time and the kernel's peak resident memory, next to
 the budgets in the notebook's metadata (``xai_lesson.time_budget_s`` and
-``xai_lesson.memory_budget_mb``). A notebook over budget is flagged, not failed:
-a learner's laptop may be slower than the machine the budgets were set on.
+``xai_lesson.memory_budget_mb``), and its three slowest cells (index among all
+cells, first line, seconds), so that authors see where the time goes. A notebook
+over budget is flagged, not failed: a learner's laptop may be slower than the
+machine the budgets were set on.
 """
 
 import argparse
@@ -19,6 +21,7 @@ import resource
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -28,6 +31,36 @@ OFFLINE = {"XAI_LESSON_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLIN
            "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1",
            "OMP_WAIT_POLICY": "PASSIVE"}
 DEFAULT_BUDGET = {"time_budget_s": 120, "memory_budget_mb": 2000}
+
+
+SLOWEST = 3
+
+
+def _timestamp(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def slowest_cells(notebook, count=SLOWEST):
+    """The ``count`` slowest code cells as (cell index, first line, seconds), slowest first.
+
+    Reads the timestamps nbclient records in each cell's ``metadata.execution``
+    (from "iopub.status.busy" to "iopub.status.idle"); cells without them are skipped."""
+    timed = []
+    for index, cell in enumerate(notebook["cells"]):
+        stamps = cell.get("metadata", {}).get("execution", {})
+        if cell.get("cell_type") != "code" or not {"iopub.status.busy", "iopub.status.idle"} <= set(stamps):
+            continue
+        seconds = (_timestamp(stamps["iopub.status.idle"]) - _timestamp(stamps["iopub.status.busy"])).total_seconds()
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+        timed.append((index, first[:40], seconds))
+    return sorted(timed, key=lambda item: (-item[2], item[0]))[:count]
+
+
+def describe_slowest(cells):
+    """One table cell: `cell 17 (texts = ...) 34.3 s; ...`."""
+    return "; ".join(f"cell {index} (`{first.replace('|', '/').replace('`', '')}`) {seconds:.1f} s"
+                     for index, first, seconds in cells) or "-"
 
 
 def lesson_notebooks():
@@ -54,7 +87,7 @@ def execute_one(notebook, output):
     nbformat.write(nb, output)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     peak_mb = peak_kb / (1024 * 1024 if sys.platform == "darwin" else 1024)
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "error": error}))
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "error": error, "slowest": slowest_cells(nb)}))
 
 
 def run(notebook, in_place):
@@ -65,7 +98,7 @@ def run(notebook, in_place):
                             capture_output=True, text=True, env={**os.environ, **OFFLINE, **figures})
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        return {"seconds": float("nan"), "peak_mb": float("nan"),
+        return {"seconds": float("nan"), "peak_mb": float("nan"), "slowest": [],
                 "error": (result.stderr.strip().splitlines() or ["runner failed"])[-1]}
     return json.loads(lines[-1])
 
@@ -87,8 +120,9 @@ def main():
         if missing:
             sys.exit(f"No notebook {missing} in notebooks/.")
 
-    header = "| notebook | status | wall time (s) | budget (s) | peak memory (MB) | budget (MB) |"
-    rows = [header, "|---|---|---:|---:|---:|---:|"]
+    header = ("| notebook | status | wall time (s) | budget (s) | peak memory (MB) | budget (MB) "
+              f"| {SLOWEST} slowest cells |")
+    rows = [header, "|---|---|---:|---:|---:|---:|---|"]
     print(header)
     failed = 0
     total = 0.0
@@ -105,7 +139,7 @@ def main():
             status = "ok" + (f" ({', '.join(notes)})" if notes else "")
         total += result["seconds"]
         row = (f"| {notebook.name} | {status} | {result['seconds']:.1f} | {budget['time_budget_s']} "
-               f"| {result['peak_mb']:.0f} | {budget['memory_budget_mb']} |")
+               f"| {result['peak_mb']:.0f} | {budget['memory_budget_mb']} | {describe_slowest(result['slowest'])} |")
         rows.append(row)
         print(row, flush=True)
     summary = f"{len(notebooks) - failed} of {len(notebooks)} notebooks ran; total {total:.0f} s."
