@@ -41,5 +41,8 @@ else
     echo "Installed the environment in $(( $(date +%s) - start )) s."
 fi
 
+# JupyterLab opens on the lesson, without asking to fetch Jupyter news from the internet.
+"$VENV/bin/python" scripts/jupyterlab_quiet.py
+
 # Fetch and check the data, and cache the models in a fast-loading form.
 "$VENV/bin/python" -m xai_lesson.prepare

@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -91,3 +92,17 @@ def test_the_torchvision_fix_has_nothing_left_to_do():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "fix_torchvision.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_jupyterlab_opens_without_the_news_pop_up(tmp_path):
+    spec = importlib.util.spec_from_file_location("jupyterlab_quiet", ROOT / "scripts" / "jupyterlab_quiet.py")
+    quiet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quiet)
+    # The set-up ran it for this environment (scripts/setup.sh, and postBuild on Binder).
+    installed = json.loads(quiet.page_config().read_text())
+    assert installed["disabledExtensions"][quiet.PLUGIN] is True
+    # It keeps what the page config already holds, and running it twice changes nothing.
+    path = tmp_path / "page_config.json"
+    path.write_text(json.dumps({"disabledExtensions": {"other": True}, "x": 1}))
+    assert quiet.quieten(path) is True and quiet.quieten(path) is False
+    assert json.loads(path.read_text()) == {"disabledExtensions": {"other": True, quiet.PLUGIN: True}, "x": 1}
