@@ -19,6 +19,8 @@ every problem it finds:
   outputs     every line of an episode's ```output block is a line its notebook printed
   schedule    instructors/schedule.md gives each episode its teaching + exercises minutes,
               every listed episode appears in it, and each row starts when the one before ends
+  summary     index.md, the lesson's summary page, links to every episode config.yaml lists,
+              so that its list of what the lesson covers stays true as episodes are added
   claims      a notebook checks its claims with `claims.expect` in cells tagged `claims`, not
               with bare `assert` lines in the learner's way; a `claims` cell prints only
               ✔ lines; every ✔ line an episode shows is one its notebook printed
@@ -180,7 +182,12 @@ def check_lesson(root):
             problems += check_outputs(text, notebook, path.stem)
             problems += check_claims(text, notebook, path.stem)
     if (root / "index.md").exists():
-        problems += check_markdown((root / "index.md").read_text(encoding="utf-8"), root / "index.md", root=root)
+        index = (root / "index.md").read_text(encoding="utf-8")
+        problems += check_markdown(index, root / "index.md", root=root)
+        for name in listed:
+            if f"](episodes/{name})" not in index:
+                problems.append(Problem("index.md", 1, "summary", f"the summary page does not link to episodes/{name}: "
+                                        "add it to the list of what the lesson covers"))
     for folder in ("learners", "instructors", "profiles"):
         for path in sorted((root / folder).glob("*.md")):
             problems += check_markdown(path.read_text(encoding="utf-8"), path, root=root)

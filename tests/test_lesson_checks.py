@@ -261,3 +261,12 @@ def test_a_check_line_the_notebook_never_printed_is_refused(tmp_path):
     episode = lesson / "episodes" / "01-a.md"
     episode.write_text(episode.read_text() + "\n\u2714 a claim nobody checked\n")
     assert [p.rule for p in lesson_check.check_lesson(lesson)] == ["claims"]
+
+
+def test_the_summary_page_links_every_episode(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md", "02-b.md"], ["01-a.md", "02-b.md"], ["01-a", "02-b"])
+    (lesson / "index.md").write_text("---\nsite: sandpaper::sandpaper_site\n---\n\nCovers [A](episodes/01-a.md).\n")
+    problems = lesson_check.check_lesson(lesson)
+    assert [p.rule for p in problems] == ["summary"] and "episodes/02-b.md" in problems[0].message
+    (lesson / "index.md").write_text((lesson / "index.md").read_text() + "And [B](episodes/02-b.md).\n")
+    assert lesson_check.check_lesson(lesson) == []
