@@ -21,14 +21,15 @@ TERMS = {
                         "TracIn", "training-data attribution", "code-along exercise", "check cell"],
     "02-saliency-maps": ["saliency map", "attribution map", "logit", "gradient", "gradient × input", "SmoothGrad",
                          "Integrated Gradients", "baseline", "completeness", "saturat", "occlusion",
-                         "class-discriminative", "leave-one-out", "input invariance", "plausibility", "faithful"],
+                         "class-discriminative", "leave-one-out", "input invariance", "plausibility", "faithful",
+                         "midpoint rule", "trapezoid rule", "Gauss–Legendre"],
     "03-evaluating-saliency": ["cascading randomisation", "Spearman rank correlation", "pointing game",
                                "model-randomisation test", "Guided Backpropagation", "stem", "Sobel filter",
-                               "live", "logit spread", "data-randomisation test"],
+                               "live", "logit spread", "data-randomisation test", "BatchNorm"],
     "04-gradcam": ["feature map", "channel", "class activation map", "forward hook", "GradCAM", "GradCAM++",
                    "ScoreCAM", "EigenCAM", "LayerCAM", "target layer", "spurious", "deletion", "faithful",
                    "model-randomisation test", "stride", "receptive field", "guided backpropagation",
-                   "Guided GradCAM", "insertion", "ROAD"],
+                   "Guided GradCAM", "insertion", "ROAD", "SVD"],
     "05-perturbations": ["perturbation method", "black box", "model-agnostic", "leave-one-out", "input reduction",
                          "LIME", "surrogate model", "word piece", "Shapley value", "KernelSHAP", "efficiency",
                          "comprehensiveness", "sufficiency", "faithful", "entropy regulariser"],
@@ -56,7 +57,9 @@ GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box me
                      "bag-of-words": "bag of words", "paired": "paired comparison",
                      "most frequent tag": "most-frequent-tag baseline", "re-initialised": "re-initialised model",
                      "clean run": "clean, corrupted and restored runs", "corrupted run": "clean, corrupted and restored runs",
-                     "restored run": "clean, corrupted and restored runs", "live": "live network"}
+                     "restored run": "clean, corrupted and restored runs", "live": "live network",
+                     "midpoint rule": "quadrature rule", "trapezoid rule": "quadrature rule",
+                     "Gauss–Legendre": "quadrature rule"}
 
 
 def glossary():
