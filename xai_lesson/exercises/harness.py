@@ -378,8 +378,8 @@ def run_with_time_limit(function, seconds, mechanism=None):
 
     In the main thread of a POSIX process (a Jupyter kernel on Linux or macOS) a
     SIGALRM timer (``signal.setitimer``) raises TimeLimit inside the function, which
-    also interrupts ``time.sleep``; the timer fires again every 0.1 s, so a bare
-    ``except:`` cannot swallow it. Elsewhere (Windows, or a check called from another
+    also interrupts ``time.sleep``; like KeyboardInterrupt, only a bare ``except:``
+    in the function could swallow it. Elsewhere (Windows, or a check called from another
     thread) the function runs in a daemon worker thread: after ``seconds`` the
     caller gets TimeLimit at once, and ``PyThreadState_SetAsyncExc`` raises it in
     the worker at its next Python instruction. That cannot cut short a call that
@@ -401,14 +401,13 @@ def _with_alarm(function, seconds):
 
     previous_handler = signal.signal(signal.SIGALRM, on_alarm)
     started = time.monotonic()
-    previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds, 0.1)
+    previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         try:
             return function()
         finally:
-            armed[0] = False
-    finally:
-        armed[0] = False
+            armed[0] = False       # an alarm from here on, before the timer is cancelled, does nothing
+    finally:                       # reached even if the alarm fires before the line above
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous_handler)
         if previous_timer[0] > 0:        # someone else's timer was running: give it back what is left
@@ -498,8 +497,7 @@ def _same_in_a_fresh_interpreter(registered, learner, time_limit):
         return
     there = dill.loads(done.stdout)
     if not _equal(snapshot(np.asarray(here)), snapshot(np.asarray(there))):
-        raise Wrong("it gives other labels for the same seed in a new Python process, so they change every time "
-                    "the kernel restarts: Python salts the hash of strings (PYTHONHASHSEED), which orders a set "
-                    "of words and hash(word)",
-                    "do not use hash(word), and sort the word types before you draw their labels: "
-                    "types = sorted(set(keys))")
+        raise Wrong("for the same arguments it gives another answer in a new Python process, so its answer changes "
+                    "every time the kernel restarts: Python salts the hash of strings anew in every process "
+                    "(PYTHONHASHSEED), and with it hash(word) and the order of a set of words",
+                    "do not use hash(), and sort a set before you draw from it: types = sorted(set(keys))")
