@@ -62,9 +62,6 @@ TENSOR = Returns("a torch tensor", torch.is_tensor,
                  "return a tensor (torch.Tensor): the notebook goes on to do tensor arithmetic with it")
 ARRAY = Returns("a torch tensor or a NumPy array", lambda v: torch.is_tensor(v) or isinstance(v, np.ndarray),
                 "return a torch tensor (or a NumPy array)")
-NUMPY = Returns("a NumPy array", lambda v: isinstance(v, (np.ndarray, np.generic)),
-                "return a NumPy array: end with .numpy() if you computed it with torch, or use np.array(...) "
-                "on a list")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +72,11 @@ class Exercise:
     function: str        # the name of the function the learner writes, e.g. "gradcam_weights"
     check: str           # the name of its check, e.g. "check_gradcam_weights"
     success: str         # what the verdict adds when the function is right
-    reference: object = None     # the tested version, used when the learner's is not right
-    returns: Returns = ARRAY     # the documented return type
-    fresh: object = None         # seed -> a tuple of fresh arguments
-    same: object = None          # (got, want, arguments) -> bool, or raises Wrong; None: close(got, want)
-    deterministic: bool = False  # the same answer in a fresh interpreter (another PYTHONHASHSEED)
+    reference: object    # the tested version, used when the learner's is not right
+    returns: Returns     # the documented return type
+    fresh: object        # seed -> a tuple of fresh arguments
+    same: object         # (got, want, arguments) -> bool, or raises Wrong
+    deterministic: bool  # the same answer in a fresh interpreter (another PYTHONHASHSEED)
 
     @property
     def label(self):
