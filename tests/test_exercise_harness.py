@@ -224,6 +224,22 @@ def test_the_thread_fallback_reports_a_sleep_in_time_and_is_used_off_the_main_th
     assert outcome == {"stopped": True}
 
 
+def in_a_thread(function, *args, **kwargs):
+    """function(*args, **kwargs) called from another thread, where checks use the time limit's thread fallback."""
+    caller = threading.Thread(target=function, args=args, kwargs=kwargs)
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive()
+
+
+def test_off_the_main_thread_as_on_windows_references_pass_and_loops_stop(capsys):
+    for name, check in CHECKS.items():
+        in_a_thread(check, check.reference)
+        assert capsys.readouterr().out.strip() == check.exercise.correct(), name
+    in_a_thread(exercises.check_gradcam_weights, loops_forever, time_limit=SHORT)
+    assert f"your function ran longer than {SHORT:g} s" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- hooks and grad mode left behind
 
 @pytest.mark.parametrize("name", CHECKS)

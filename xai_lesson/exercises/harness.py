@@ -215,6 +215,7 @@ class Guard:
         after = {}
 
         def call():
+            torch.set_grad_enabled(grad)       # the caller's grad mode, in a worker thread too: it is per thread
             try:
                 return self.learner(*args, **kwargs)
             finally:
@@ -473,9 +474,13 @@ def _same_in_a_fresh_interpreter(registered, learner, time_limit):
     """Fail when the learner's function gives another answer in a new Python with another PYTHONHASHSEED.
 
     The function (with the globals it uses) is sent by value with dill. When it
-    cannot be sent, or the other interpreter fails to start it, nothing is concluded."""
+    cannot be sent, or the other interpreter fails to start it, nothing is concluded.
+    The reference is not sent: it is tested, and it would make the other interpreter
+    import torch, which takes seconds."""
     import dill
 
+    if learner is registered.reference:
+        return
     arguments = registered.fresh(FRESH_SEEDS[0])
     here = Guard(registered, learner, time_limit)(*arguments)
     try:
