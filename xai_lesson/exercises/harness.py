@@ -219,7 +219,7 @@ class Guard:
             try:
                 return self.learner(*args, **kwargs)
             finally:
-                after["grad"] = torch.is_grad_enabled()   # in this thread: grad mode is per thread
+                after["grad"] = torch.is_grad_enabled()
 
         try:
             result = run_with_time_limit(call, self.time_limit)
