@@ -95,7 +95,7 @@ def code_along(notebook, name="notebook"):
             elif checks:
                 unknown = [check for check in checks if check not in EXERCISES]
                 if unknown:
-                    raise ExerciseError(f"{where}: {unknown} are not registered in xai_lesson/exercises.py")
+                    raise ExerciseError(f"{where}: {unknown} are not registered in xai_lesson/exercises/")
                 exercises = [EXERCISES[check] for check in checks]
                 authors = [e.correct() for e in exercises]
                 if printed(cell).splitlines() != authors:

@@ -412,13 +412,13 @@ def test_the_fgsm_reference_matches_captum():
 
     model, pixels = exercises.tiny_pixel_classifier()
     for label in range(3):
-        ours = exercises._reference_fgsm(model, pixels, label, 0.05)
+        ours = exercises.check_fgsm.reference(model, pixels, label, 0.05)
         attack = FGSM(model, loss_func=torch.nn.CrossEntropyLoss(reduction="none"), lower_bound=0.0, upper_bound=1.0)
         attack.zero_thresh = 0.0
         theirs = attack.perturb(pixels.clone().requires_grad_(True), epsilon=0.05, target=torch.tensor([label]))
         assert torch.equal(ours, theirs.detach())
     model, pixels = exercises.tiny_pixel_classifier(seed=1)
-    ours = exercises._reference_iterated_fgsm(model, pixels, 0, 0.05, 0.02, 5)
+    ours = exercises.check_iterated_fgsm.reference(model, pixels, 0, 0.05, 0.02, 5)
     pgd = PGD(model, loss_func=torch.nn.CrossEntropyLoss(reduction="none"), lower_bound=0.0, upper_bound=1.0)
     pgd.fgsm.zero_thresh = 0.0
     with warnings.catch_warnings():  # PGD copies the image for each step and warns that the copy needs gradients
@@ -431,7 +431,7 @@ def test_the_fgsm_reference_matches_captum():
 def make_iterated_fgsm(*, project=True, at_end=False, restart=False, around_zero=False, around_itself=False,
                        step_is_epsilon=False, extra_steps=0):
     """iterated_fgsm, with one mistake switched on."""
-    fgsm = exercises._reference_fgsm
+    fgsm = exercises.check_fgsm.reference
 
     def iterated_fgsm(model, pixels, label, epsilon, step, n_steps):
         adversarial = pixels.clone()
@@ -473,7 +473,7 @@ def test_iterated_fgsm_accepts_a_right_answer_written_differently(capsys):
     def iterated_fgsm(model, pixels, label, epsilon, step, n_steps):
         adversarial = pixels.clone()
         for _ in range(n_steps):
-            adversarial = exercises._reference_fgsm(model, adversarial, label, step)
+            adversarial = exercises.check_fgsm.reference(model, adversarial, label, step)
             perturbation = (adversarial - pixels).clamp(-epsilon, epsilon)
             adversarial = pixels + perturbation
         return adversarial
