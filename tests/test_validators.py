@@ -6,6 +6,7 @@ each module by introspection, so a new helper cannot ship without a row (or a re
 ``NO_ROW``).
 """
 
+import copy
 import inspect
 import math
 from dataclasses import dataclass
@@ -87,6 +88,13 @@ def _sentiment_rows():
 x1 = T.images(1)
 x2 = T.images(2)
 cnn = T.cnn
+
+
+def fresh_cnn():
+    """A copy, for helpers that changed the model they were given (issue 30): the shared one stays clean."""
+    return copy.deepcopy(T.cnn())
+
+
 SNIPPETS = ["a fine film", "good acting"]
 DIRECTIONS = np.eye(4)[:2]
 
@@ -122,9 +130,9 @@ ROWS = [
     Row(sanity.randomisation_cascade, lambda: _cascade(cnn(), x2, stages=[("top", ("nope",))]), ValueError,
         "does not have"),
     Row(sanity.randomisation_cascade, lambda: _cascade(cnn(), x2, generator=0), TypeError, "torch.Generator"),
-    Row(sanity.guided_backprop, lambda: sanity.guided_backprop(cnn(), x2, 5000), ValueError, "out of range"),
-    Row(sanity.guided_backprop, lambda: sanity.guided_backprop(cnn(), x2, -1), ValueError, "non-negative"),
-    Row(sanity.guided_backprop, lambda: sanity.guided_backprop(cnn(), x2, 1.7), ValueError, "class index"),
+    Row(sanity.guided_backprop, lambda: sanity.guided_backprop(fresh_cnn(), x2, 5000), ValueError, "out of range"),
+    Row(sanity.guided_backprop, lambda: sanity.guided_backprop(fresh_cnn(), x2, -1), ValueError, "non-negative"),
+    Row(sanity.guided_backprop, lambda: sanity.guided_backprop(fresh_cnn(), x2, 1.7), ValueError, "class index"),
     Row(sanity.sobel_edges, lambda: sanity.sobel_edges(torch.full((1, 3, 8, 8), math.inf)), ValueError,
         "NaN or infinite"),
     # cam
