@@ -163,7 +163,7 @@ def test_a_uint8_image_says_how_to_convert_it(small_cnn):
 def test_top_k_checks_k_and_the_image_type():
     classifier = models.ImageClassifier("toy", torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10)),
                                         (0.5,) * 3, (0.5,) * 3, None, [str(i) for i in range(10)])
-    x = torch.rand(1, 3, 4, 4)
+    x = torch.rand(1, 3, 4, 4) * 2 - 1  # normalised with mean and std 0.5, as preprocess does
     assert len(classifier.top_k(x, k=10)) == 10
     for k in (2000, 0, 2.5):
         with pytest.raises(ValueError, match="k must be a whole number from 1 to 10"):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from xai_lesson import data
+from xai_lesson import data, validate
 from xai_lesson.perturbation import whole_word_vocabulary
 from xai_lesson.prepare import VADER_SDIST
 
@@ -78,12 +78,18 @@ def vocabulary_without(tokenizer, banned, min_length=3):
     vocabulary = whole_word_vocabulary(tokenizer, min_length=min_length)
     tokens = tokenizer.convert_ids_to_tokens(vocabulary.tolist())
     keep = torch.tensor([token not in banned for token in tokens])
+    validate.not_empty(int(keep.sum()), "the vocabulary without the banned words", "ban fewer words.")
     return vocabulary[keep]
 
 
 def cosine_similarity(table, ids_a, ids_b):
     """Cosine similarity between the embeddings (rows of ``table``) of two lists of token ids:
     shape (len(ids_a), len(ids_b))."""
+    if not torch.is_tensor(table) or table.ndim != 2:
+        raise ValueError(f"table must be an embedding matrix (vocabulary, dim), got "
+                         f"{tuple(table.shape) if torch.is_tensor(table) else type(table).__name__}.")
+    validate.token_ids(ids_a, len(table), "ids_a")
+    validate.token_ids(ids_b, len(table), "ids_b")
     a = torch.nn.functional.normalize(table[torch.as_tensor(ids_a)], dim=-1)
     b = torch.nn.functional.normalize(table[torch.as_tensor(ids_b)], dim=-1)
     return a @ b.T
@@ -114,10 +120,10 @@ def ablate_trigger(predict_proba, texts, label, tokens, vocabulary_tokens, n_ran
     missing = [w for w in drop if w not in tokens]
     if missing:
         raise ValueError(f"cannot drop {missing}: they are not in the trigger {tokens!r}.")
-    if not isinstance(n_random, int) or n_random < 2:
-        raise ValueError(f"n_random must be a whole number of at least 2 (a spread needs several), got {n_random!r}.")
-    rng = np.random.default_rng(seed)
+    validate.count(n_random, "n_random (a spread needs several random triggers)", minimum=2)
     vocabulary_tokens = list(vocabulary_tokens)
+    validate.not_empty(len(vocabulary_tokens), "vocabulary_tokens", "pass the words random triggers are drawn from.")
+    rng = np.random.default_rng(seed)
     random_triggers = [" ".join(vocabulary_tokens[i] for i in rng.choice(len(vocabulary_tokens), len(tokens)))
                        for _ in range(n_random)]
     without = [" ".join(t for t in tokens if t != w) for w in drop]
@@ -136,11 +142,14 @@ def flip_rates(predict_proba, texts, label, prefixes):
     length together (as ``SentimentClassifier.predict_proba`` does) wastes little on padding."""
     if isinstance(prefixes, str):
         raise TypeError("prefixes must be a list of strings, not one string: wrap it as [prefix].")
-    prefixes, texts = list(prefixes), list(texts)
-    if not prefixes or not texts:
-        raise ValueError("prefixes and texts must both be non-empty lists of strings.")
+    prefixes, texts = list(prefixes), _texts(texts)
+    if not prefixes or not all(isinstance(p, str) for p in prefixes):
+        raise ValueError("prefixes must be a non-empty list of strings.")
+    validate.class_index(label, name="label")
     joined = [f"{prefix} {t}".strip() for prefix in prefixes for t in texts]
-    probs = np.asarray(predict_proba(joined)).reshape(len(prefixes), len(texts), -1)
+    probs = validate.probabilities(predict_proba(joined), len(joined))
+    validate.class_index(label, probs.shape[1], "label")
+    probs = probs.reshape(len(prefixes), len(texts), -1)
     return [float(v) for v in (probs.argmax(-1) != label).mean(1)]
 
 
@@ -165,9 +174,29 @@ def fill_templates(templates, **slots):
     return texts
 
 
+def _texts(texts):
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string: wrap it as [text].")
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a non-empty list of strings.")
+    return texts
+
+
+def _pairs(pairs):
+    pairs = list(pairs)
+    if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(t, str) for t in p)
+                            for p in pairs):
+        raise ValueError("pairs must be a non-empty list of (original, edited) pairs of strings.")
+    return pairs
+
+
 def mft_failures(predict_proba, texts, expected):
     """Minimum functionality test: which texts are not predicted as class ``expected``."""
-    probs = np.asarray(predict_proba(list(texts)))
+    texts = _texts(texts)
+    validate.class_index(expected, name="expected")
+    probs = validate.probabilities(predict_proba(texts), len(texts))
+    validate.class_index(expected, probs.shape[1], "expected")
     return probs.argmax(1) != expected
 
 
@@ -175,8 +204,12 @@ def invariance_failures(predict_proba, pairs, tolerance=None):
     """Invariance test: a pair (original, edited) fails when the predicted class changes,
     CheckList's rule for label-preserving edits; with ``tolerance``, also when p(class 1)
     moves by more than that."""
-    pairs = list(pairs)
-    probs = np.asarray(predict_proba([t for pair in pairs for t in pair])).reshape(len(pairs), 2, -1)
+    pairs = _pairs(pairs)
+    if tolerance is not None:
+        validate.number(tolerance, "tolerance (a change of p(class 1), or None)", minimum=0)
+    texts = [t for pair in pairs for t in pair]
+    check = validate.probabilities if tolerance is None else validate.binary_probabilities
+    probs = check(predict_proba(texts), len(texts)).reshape(len(pairs), 2, -1)
     failed = probs[:, 0].argmax(-1) != probs[:, 1].argmax(-1)
     if tolerance is not None:
         failed |= np.abs(probs[:, 1, 1] - probs[:, 0, 1]) > tolerance
@@ -188,8 +221,10 @@ def directional_failures(predict_proba, pairs, direction, tolerance=0.1):
     ("up" or "down") by more than ``tolerance``."""
     if direction not in ("up", "down"):
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}.")
-    pairs = list(pairs)
-    p = np.asarray(predict_proba([t for pair in pairs for t in pair]))[:, 1].reshape(len(pairs), 2)
+    validate.number(tolerance, "tolerance (a change of p(class 1))", minimum=0)
+    pairs = _pairs(pairs)
+    texts = [t for pair in pairs for t in pair]
+    p = validate.binary_probabilities(predict_proba(texts), len(texts))[:, 1].reshape(len(pairs), 2)
     change = p[:, 1] - p[:, 0]
     return change < -tolerance if direction == "up" else change > tolerance
 

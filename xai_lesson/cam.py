@@ -9,9 +9,13 @@ the two can be compared to 1e-5.
 import numpy as np
 import torch
 
+from xai_lesson import validate
+
 
 def count_hooks(model):
     """Number of forward, forward-pre and backward hooks registered on ``model`` and its submodules."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
                + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
 
@@ -19,23 +23,16 @@ def count_hooks(model):
 def _check(model, target_layer, x, target):
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    if not isinstance(target_layer, torch.nn.Module) or not any(m is target_layer for m in model.modules()):
-        raise ValueError("target_layer must be a layer of model, for example model.last_conv or "
-                         "classifier.target_layer.")
-    _check_image(x)
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
-        raise ValueError(f"target must be a class index (a non-negative int), got {target!r}.")
+    validate.module_of(target_layer, model, "target_layer (a layer of model, such as model.last_conv)")
+    _check_image(x, model)
+    validate.class_index(target)
 
 
-def _check_image(x):
+def _check_image(x, model):
     if not torch.is_tensor(x) or x.ndim != 4 or x.shape[0] != 1:
         raise ValueError("x must be one image, a tensor of shape (1, C, H, W), got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}.")
-    if not torch.is_floating_point(x):
-        raise TypeError(f"x must be a float tensor, got dtype {x.dtype}: convert a uint8 image with "
-                        "classifier.preprocess(image), or x.float() / 255 for a model trained on [0, 1].")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x holds NaN or infinite values: check how the image was made.")
+    validate.images(x, model)
 
 
 def activations_and_gradients(model, target_layer, x, target):
@@ -59,12 +56,11 @@ def activations_and_gradients(model, target_layer, x, target):
 
     handle = target_layer.register_forward_hook(keep_activation)
     try:
-        model.eval()
-        model.zero_grad()
-        scores = model(x)
-        if target >= scores.shape[-1]:
-            raise ValueError(f"target {target} is out of range: the model has {scores.shape[-1]} classes.")
-        scores[0, target].backward()
+        with validate.kept_as_found(model), torch.enable_grad():  # the model's mode is restored afterwards
+            model.eval()
+            scores = model(x)
+            validate.class_index(target, scores.shape[-1])
+            torch.autograd.grad(scores[0, target], stored["activation"])
     finally:
         handle.remove()
     return stored["activation"].detach()[0], stored["gradient"].detach()[0]
@@ -72,6 +68,9 @@ def activations_and_gradients(model, target_layer, x, target):
 
 def channel_weights(gradient):
     """GradCAM's weights: each channel's gradient (channels, h, w) averaged over the grid, one per channel."""
+    if not torch.is_tensor(gradient) or gradient.ndim != 3:
+        raise ValueError(f"gradient must be a (channels, h, w) tensor, got "
+                         f"{tuple(gradient.shape) if torch.is_tensor(gradient) else type(gradient).__name__}.")
     return gradient.mean(dim=(1, 2))
 
 
@@ -135,9 +134,9 @@ def recalibrate_batchnorm(model, layers, images):
     layers = list(layers)
     if not all(isinstance(layer, torch.nn.Module) for layer in layers):
         raise TypeError("layers must be a layer of the model or a list of them.")
-    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[0] < 2:
-        raise ValueError("images must be a batch (N, C, H, W) of at least 2 images, got "
-                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}: "
+    validate.images(images, model, "images")
+    if images.shape[0] < 2:
+        raise ValueError(f"images must be a batch (N, C, H, W) of at least 2 images, got {tuple(images.shape)}: "
                          "the statistics are averages over images.")
     norms = [m for layer in layers for m in layer.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     model.eval()
@@ -165,6 +164,11 @@ def scale_like_library(cam, size):
     cam = np.asarray(cam, dtype=np.float32)
     if cam.ndim != 2:
         raise ValueError(f"cam must be a 2-D map (h, w), got shape {cam.shape}.")
+    validate.finite(cam, "cam")
+    if len(size) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}.")
+    for side in size:
+        validate.count(side, "each side of size")
     cam = cam - cam.min()
     cam = cam / (1e-7 + cam.max())
     cam = cv2.resize(cam, (int(size[1]), int(size[0])))   # OpenCV takes (width, height)
@@ -185,19 +189,16 @@ def gradcam(model, target_layer, x, target):
 @torch.no_grad()
 def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
     cam = np.asarray(cam, dtype=np.float64)
-    _check_image(x)
+    _check_image(x, model)
     if cam.shape != tuple(x.shape[-2:]):
         raise ValueError(f"cam has shape {cam.shape}, but the image is {tuple(x.shape[-2:])}; "
                          "upsample the map to the image's size first.")
-    if not np.isfinite(cam).all():
-        raise ValueError("cam holds NaN or infinite values, so the pixels cannot be ranked: "
-                         "find where the NaN comes from before scoring the map.")
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
-        raise ValueError(f"target must be a class index (a non-negative int), got {target!r}; "
-                         "negative indices are not allowed, because they would score another class.")
+    validate.finite(cam, "cam")
+    validate.class_index(target)
     fractions = np.asarray(fractions, dtype=float)
-    if fractions.ndim != 1 or (fractions < 0).any() or (fractions > 1).any():
-        raise ValueError(f"fractions must be a list of numbers between 0 and 1, got {fractions}.")
+    if fractions.ndim != 1 or not len(fractions) or not ((fractions >= 0) & (fractions <= 1)).all():
+        raise ValueError(f"fractions must be a non-empty list of numbers between 0 and 1, got {fractions}.")
+    validate.number(fill, "fill")
     order = np.argsort(-cam.ravel(), kind="stable")       # most relevant first
     if insert:    # start from an image that is all `fill`, and put the most relevant pixels back
         batch = torch.full((len(fractions), *x.shape[1:]), float(fill), dtype=x.dtype)
@@ -208,10 +209,10 @@ def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
         chosen = torch.from_numpy(order[:int(round(fraction * cam.size))])
         flat = batch[i].reshape(x.shape[1], -1)           # a view: writing to it changes the batch
         flat[:, chosen] = source[:, chosen] if insert else fill
-    model.eval()
-    probabilities = model(batch).softmax(-1)
-    if target >= probabilities.shape[-1]:
-        raise ValueError(f"target {target} is out of range: the model has {probabilities.shape[-1]} classes.")
+    with validate.kept_as_found(model):
+        model.eval()
+        probabilities = model(batch).softmax(-1)
+    validate.class_index(target, probabilities.shape[-1])
     return probabilities[:, target].numpy()
 
 

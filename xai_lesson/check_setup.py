@@ -41,12 +41,21 @@ SETUP_FIX = "run `make setup` in the lesson folder (or see learners/setup.md)"
 
 
 def _as_tuple(version):
+    """The release numbers of a version, for comparing: "1.10rc1" -> (1, 10), "1.5.0" -> (1, 5).
+
+    Each part's leading digits count and a part with a suffix (rc1, a2, dev0, post1) ends the
+    release; trailing zeros are dropped so that "1.5" and "1.5.0" compare equal.
+    """
     parts = []
     for piece in version.split("+")[0].split("."):
-        digits = "".join(c for c in piece if c.isdigit())
+        digits = piece[:len(piece) - len(piece.lstrip("0123456789"))]
         if not digits:
             break
         parts.append(int(digits))
+        if digits != piece:
+            break
+    while parts and parts[-1] == 0:
+        parts.pop()
     return tuple(parts)
 
 

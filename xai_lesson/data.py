@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from xai_lesson import files
+from xai_lesson import files, validate
 
 SENTIMENT_CSV = "sentiment/rt_snippets.csv"
 POS_JSONL = "pos/rt_pos_silver.jsonl"
@@ -141,6 +141,8 @@ def load_sentiment(min_abs_rating=0.0):
     datasets = _quiet_datasets()
     table = datasets.load_dataset("csv", data_files=str(verified_file(SENTIMENT_CSV)), split="train")
     table = table.filter(lambda row: abs(row["rating"]) >= min_abs_rating and row["rating"] != 0)
+    validate.not_empty(len(table), f"the set of snippets with abs(rating) >= {min_abs_rating:g}",
+                       "lower min_abs_rating (the lesson uses 1.0).")
     return table.map(lambda row: {"label": int(row["rating"] > 0)})
 
 
@@ -148,7 +150,9 @@ def balanced_sample(dataset, n_per_class, seed=0, label_column="label"):
     """``n_per_class`` random rows of each label, shuffled together, reproducibly."""
     import numpy as np
 
+    validate.count(n_per_class, "n_per_class")
     labels = np.asarray(dataset[label_column])
+    validate.not_empty(len(labels), "dataset", "sample from a dataset with rows.")
     rng = np.random.default_rng(seed)
     chosen = []
     for value in np.unique(labels):

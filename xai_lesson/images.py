@@ -46,6 +46,13 @@ def preprocess(image, size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"preprocess expects a PIL image or a numpy array, got {type(image).__name__}.")
+    if image.mode.startswith(("I", "F")):
+        raise ValueError(f"preprocess expects an 8-bit image, got a PIL image of mode {image.mode!r} (16-bit, "
+                         "32-bit or float), whose values above 255 would be clipped to white. Scale it to "
+                         "0-255 first, e.g. Image.fromarray((np.asarray(image) / 256).astype(np.uint8)).")
+    from xai_lesson import validate
+
+    validate.count(size, "size (pixels)")
     image = image.convert("RGB")
     scale = size / min(image.size)
     width, height = round(image.width * scale), round(image.height * scale)

@@ -153,14 +153,13 @@ class ImageClassifier:
     @torch.no_grad()
     def top_k(self, x, k=5):
         """[(class index, label, probability), ...] for the k most likely classes of one image."""
+        from xai_lesson import validate
+
         if not torch.is_tensor(x) or x.ndim != 4 or x.shape[0] != 1:
             raise ValueError("top_k expects one image of shape (1, 3, H, W), got "
                              f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}.")
-        if not torch.is_floating_point(x):
-            raise TypeError(f"top_k expects a normalised float image, got dtype {x.dtype}: "
-                            "pass the photo through classifier.preprocess(image) first.")
-        if not torch.isfinite(x).all():
-            raise ValueError("the image holds NaN or infinite values; check how it was made.")
+        validate.images(x, self.model, channels=len(self.mean))
+        validate.image_range(x, self.mean, self.std)
         n_classes = len(self.labels)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_classes:
             raise ValueError(f"k must be a whole number from 1 to {n_classes} (the number of classes), got {k!r}.")

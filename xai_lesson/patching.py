@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from xai_lesson import tracing
+from xai_lesson import tracing, validate
 from xai_lesson.tracing import _get, _hidden, _with_hidden
 
 KINDS = ("hidden", "attn", "mlp", "head")
@@ -127,11 +127,17 @@ def fact_pairs(tokenizer, facts=None):
             pairs.append((fact, other, make_pair(tokenizer, fact["prompt"], fact["subject"], other["subject"],
                                                  fact["answer"], other["answer"])))
             break
+    validate.not_empty(len(pairs), "the list of fact pairs",
+                       "no fact has a partner with the same template, subject length and a different answer.")
     return pairs
 
 
 def logit_difference(logits, pair):
     """logit(clean answer) - logit(corrupted answer), for logits of shape (..., vocabulary) at the last position."""
+    _check_pair(pair)
+    if not torch.is_tensor(logits) or logits.ndim < 1:
+        raise TypeError(f"logits must be a tensor of shape (..., vocabulary), got {_describe(logits)}.")
+    validate.token_ids([pair.clean_answer_id, pair.corrupted_answer_id], logits.shape[-1], "the answers' token ids")
     return logits[..., pair.clean_answer_id] - logits[..., pair.corrupted_answer_id]
 
 
@@ -208,8 +214,30 @@ def _register(site, hook):
     return site.module.register_forward_hook(post_hook)
 
 
+def _check_ids(model, ids, name="the prompt's token ids"):
+    """Token ids (1, tokens) that the model's vocabulary and context can take."""
+    if not torch.is_tensor(ids) or ids.ndim != 2 or ids.shape[0] != 1:
+        raise ValueError(f"{name} must be a (1, tokens) tensor, as tokenizer(prompt, return_tensors='pt')"
+                         f".input_ids gives, got {_describe(ids)}.")
+    if _is_hugging_face(model):
+        validate.token_ids(ids, model.get_input_embeddings().num_embeddings, name)
+    validate.context_length(ids.shape[1], model)
+
+
+def _check_sites(model, site_list):
+    """The sites of ``kind``, or the given modules, each of which must belong to ``model``."""
+    if isinstance(site_list, torch.nn.Module) or not list(site_list):
+        raise TypeError("site_list must be a non-empty list of sub-modules of the model.")
+    return [_Site(validate.module_of(m, model, "every module of site_list")) for m in site_list]
+
+
 def run_with_cache(model, ids, site_list):
     """Last-position logits of one run, and each site's activation (tokens, features), detached."""
+    _check_ids(model, ids)
+    if not all(isinstance(site, _Site) for site in site_list) or not site_list:
+        raise TypeError("site_list must be a non-empty list of sites, from patching.sites(model, kind).")
+    for site in site_list:
+        validate.module_of(site.module, model, "every site's module")
     cache = [None] * len(site_list)
 
     def keep(index):
@@ -281,9 +309,15 @@ def _grouped(tensor, groups):
     return tensor.view(*tensor.shape[:-1], groups, tensor.shape[-1] // groups)
 
 
-def _check_model_and_pair(model, pair):
+def _check_pair(pair):
     if not isinstance(pair, PromptPair):
         raise TypeError(f"pair must be a PromptPair (from make_pair or fact_pairs), got {type(pair).__name__}.")
+
+
+def _check_model_and_pair(model, pair):
+    _check_pair(pair)
+    _check_ids(model, pair.clean_ids, "the clean prompt's token ids")
+    _check_ids(model, pair.corrupted_ids, "the corrupted prompt's token ids")
     if model.training:
         raise ValueError("The model is in training mode (dropout is on), so patched runs would be random. "
                          "Call model.eval() first.")
@@ -307,9 +341,8 @@ def activation_patching(model, pair, kind="hidden", positions=None, position=-1,
     Returns a ``PatchResult`` with ``patched`` of shape (layers, tokens) or (layers, heads).
     """
     _check_model_and_pair(model, pair)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int (patched runs per forward pass), got {batch_size!r}.")
-    site_list = sites(model, kind) if site_list is None else [_Site(m) for m in site_list]
+    validate.count(batch_size, "batch_size (patched runs per forward pass)")
+    site_list = sites(model, kind) if site_list is None else _check_sites(model, site_list)
     columns, _ = _columns(kind, pair, site_list, positions, position)
     rows = _rows(kind, pair, site_list, positions, position, skip_shared_prefix)
     clean_logits, clean_cache = run_with_cache(model, pair.clean_ids, site_list)
@@ -363,7 +396,7 @@ def attribution_patching(model, pair, kind="hidden", position=-1, site_list=None
     position is estimated.
     """
     _check_model_and_pair(model, pair)
-    site_list = sites(model, kind) if site_list is None else [_Site(m) for m in site_list]
+    site_list = sites(model, kind) if site_list is None else _check_sites(model, site_list)
     columns, head_position = _columns(kind, pair, site_list, None, position)
     clean_logits, clean_cache = run_with_cache(model, pair.clean_ids, site_list)
     corrupted_cache = [None] * len(site_list)
@@ -411,8 +444,11 @@ def logit_lens(model, tokenizer, prompt, answer):
     if model_type not in FINAL_NORMS:
         raise ValueError(f"The logit lens does not know the final norm of model type {model_type!r}; add its "
                          f"path to xai_lesson.patching.FINAL_NORMS (known: {sorted(FINAL_NORMS)}).")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be one string, got {type(prompt).__name__}.")
     answer_id = tracing.answer_token_id(tokenizer, answer)
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    validate.token_ids(answer_id, model.get_output_embeddings().out_features, "the answer's token id")
     _, states = run_with_cache(model, ids, sites(model, "hidden"))
     norm, unembed = _get(model, FINAL_NORMS[model_type]), model.get_output_embeddings()
     with torch.inference_mode():
@@ -432,6 +468,8 @@ def top_k_overlap(scores, reference, k):
                          f"and {reference.size}.")
     if not isinstance(k, int) or not 1 <= k <= scores.size:
         raise ValueError(f"k must be an int from 1 to {scores.size}, got {k!r}.")
+    validate.finite(scores, "scores")
+    validate.finite(reference, "reference (for a PatchResult, compare only the computed columns)")
     top = lambda values: set(np.argsort(-values, kind="stable")[:k].tolist())  # noqa: E731
     return len(top(scores) & top(reference)) / k
 

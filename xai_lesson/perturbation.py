@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from xai_lesson import validate
+
 WORD = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]")
 
 
@@ -37,6 +39,8 @@ def split_words(text):
 
 def join_words(words):
     """The text that the model sees for a list of words (joined by spaces)."""
+    if isinstance(words, str) or not all(isinstance(w, str) for w in words):
+        raise TypeError("words must be a list of strings: use split_words(text) first.")
     return " ".join(words)
 
 
@@ -53,12 +57,11 @@ def _probabilities(predict_proba, texts, target=None):
     if not callable(predict_proba):
         raise TypeError("predict_proba must be a function from a list of texts to an array of "
                         "probabilities, for example classifier.predict_proba.")
-    probs = np.asarray(predict_proba(texts), dtype=float)
-    if probs.ndim != 2 or probs.shape[0] != len(texts):
-        raise ValueError(f"predict_proba returned shape {probs.shape} for {len(texts)} texts; "
-                         "it must return one row of class probabilities per text.")
-    if target is not None and not (isinstance(target, (int, np.integer)) and 0 <= target < probs.shape[1]):
-        raise ValueError(f"target must be a class index from 0 to {probs.shape[1] - 1}, got {target!r}.")
+    if target is not None:
+        validate.class_index(target)
+    probs = validate.probabilities(predict_proba(texts), len(texts))
+    if target is not None:
+        validate.class_index(target, probs.shape[1])
     return probs
 
 
@@ -93,8 +96,7 @@ def input_reduction(predict_proba, words, min_words=1):
     class would change, or at ``min_words`` words.
     """
     words = _check_words(words)
-    if not isinstance(min_words, int) or min_words < 1:
-        raise ValueError(f"min_words must be a whole number of at least 1, got {min_words!r}.")
+    validate.count(min_words, "min_words")
     probs = _probabilities(predict_proba, [join_words(words)])[0]
     label = int(probs.argmax())
     original = probability = float(probs[label])
@@ -125,11 +127,8 @@ class LimeExplanation:
 def lime_masks(n_words, n_samples, seed=0):
     """Random word masks as LIME draws them: row 0 keeps every word; each other row
     removes between 1 and ``n_words - 1`` words, the number drawn uniformly."""
-    if not isinstance(n_words, (int, np.integer)) or n_words < 2:
-        raise ValueError(f"n_words must be a whole number of at least 2 (LIME needs words to drop), "
-                         f"got {n_words!r}.")
-    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be a whole number of at least 1, got {n_samples!r}.")
+    validate.count(n_words, "n_words (LIME needs words to drop)", minimum=2)
+    validate.count(n_samples, "n_samples")
     rng = np.random.default_rng(seed)
     masks = np.ones((n_samples, n_words), dtype=int)
     for row in masks[1:]:
@@ -145,7 +144,7 @@ def lime_kernel(masks, kernel_width=0.25):
                          f"got shape {masks.shape}.")
     if (masks.sum(1) == 0).any():
         raise ValueError("every mask must keep at least one word: a row of all zeros has no cosine distance.")
-    if not kernel_width > 0:
+    if validate.number(kernel_width, "kernel_width") <= 0:
         raise ValueError(f"kernel_width must be positive, got {kernel_width!r}.")
     distance = 1.0 - masks.sum(1) / np.sqrt(masks.sum(1) * masks.shape[1])
     return np.sqrt(np.exp(-(distance ** 2) / kernel_width ** 2))
@@ -164,10 +163,10 @@ def lime(predict_proba, words, target, n_samples=500, kernel_width=0.25, n_featu
     from sklearn.linear_model import Ridge
 
     words = _check_words(words, minimum=2)
-    if not isinstance(n_samples, int) or n_samples < 10:
-        raise ValueError(f"n_samples must be a whole number of at least 10, got {n_samples!r}.")
-    if isinstance(kernel_width, bool) or not isinstance(kernel_width, (int, float)) or kernel_width <= 0:
-        raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}.")
+    validate.count(n_samples, "n_samples", minimum=10)
+    if validate.number(kernel_width, "kernel_width") <= 0:
+        raise ValueError(f"kernel_width must be positive, got {kernel_width!r}.")
+    validate.number(alpha, "alpha (the ridge penalty)", minimum=0)
     if n_features is not None and not (isinstance(n_features, int) and 1 <= n_features <= len(words)):
         raise ValueError(f"n_features must be None or a whole number from 1 to {len(words)}, "
                          f"got {n_features!r}.")
@@ -269,8 +268,7 @@ def kernel_shap(predict_proba, words, target, n_samples=500, seed=0, exact=False
         masks = all_coalitions(n)
         sample_weights = shapley_kernel(masks)
     else:
-        if not isinstance(n_samples, int) or n_samples < 10:
-            raise ValueError(f"n_samples must be a whole number of at least 10, got {n_samples!r}.")
+        validate.count(n_samples, "n_samples", minimum=10)
         masks = lime_masks(n, n_samples + 1, seed)[1:]  # row 0 of lime_masks is the full text
         size = masks.sum(1)
         sample_weights = (n - 1) ** 2 / (size * (n - size))
@@ -313,7 +311,7 @@ def shapley_values(predict_proba, words, target):
 # ---------------------------------------------------------------------------
 
 def _check_classifier(classifier):
-    for attribute in ("tokenizer", "word_embeddings", "encoder"):
+    for attribute in ("tokenizer", "word_embeddings", "encoder", "labels"):
         if not hasattr(classifier, attribute):
             raise TypeError("classifier must be the lesson's SentimentClassifier "
                             "(xai_lesson.text_classifier.build_sentiment_classifier).")
@@ -322,18 +320,23 @@ def _check_classifier(classifier):
 def word_gradient_x_input(classifier, words, target):
     """Gradient x input at the word embeddings, summed over the embedding dimension
     and over the word pieces of each word: one score per word."""
-    _check_classifier(classifier)
-    words = _check_words(words)
     from xai_lesson.text_classifier import MAX_TOKENS
 
+    _check_classifier(classifier)
+    words = _check_words(words)
+    validate.class_index(target, len(classifier.labels))
     batch = classifier.tokenizer(words, is_split_into_words=True, truncation=True, max_length=MAX_TOKENS,
                                  return_tensors="pt")
     embeddings = classifier.word_embeddings(batch["input_ids"]).detach().requires_grad_(True)
     logits = classifier(inputs_embeds=embeddings, attention_mask=batch["attention_mask"])
-    if not (isinstance(target, (int, np.integer)) and 0 <= target < logits.shape[1]):
-        raise ValueError(f"target must be a class index from 0 to {logits.shape[1] - 1}, got {target!r}.")
     (gradient,) = torch.autograd.grad(logits[0, target], embeddings)
-    per_token = (gradient * embeddings).sum(-1)[0].detach().numpy()
+    return _per_word((gradient * embeddings).sum(-1)[0].detach().numpy(), batch, words)
+
+
+def _per_word(per_token, batch, words):
+    """Token scores summed per word; a word the model never sees (cut, or no tokens) gets NaN, with a warning."""
+    from xai_lesson.text_classifier import MAX_TOKENS
+
     scores = np.zeros(len(words))
     seen = np.zeros(len(words), dtype=bool)
     for position, word in enumerate(batch.word_ids(0)):
@@ -349,7 +352,7 @@ def word_gradient_x_input(classifier, words, target):
         else:
             reason = f"The word {words[first]!r} (word {first}) gives no tokens, so the model never sees it"
         warnings.warn(f"{reason}, so they get the score NaN rather than 0. Shorten the text, or explain it "
-                      "one sentence at a time.", UserWarning, stacklevel=2)
+                      "one sentence at a time.", UserWarning, stacklevel=3)
         scores[~seen] = np.nan
     return scores
 
@@ -363,12 +366,14 @@ def word_integrated_gradients(classifier, words, target, steps=32):
     (absolute, because the difference of logits can be near zero).
     """
     from xai_lesson import saliency
+    from xai_lesson.text_classifier import MAX_TOKENS
 
     _check_classifier(classifier)
     words = _check_words(words)
-    if not (isinstance(target, (int, np.integer)) and 0 <= target < len(classifier.labels)):
-        raise ValueError(f"target must be a class index from 0 to {len(classifier.labels) - 1}, got {target!r}.")
-    batch = classifier.tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    validate.class_index(target, len(classifier.labels))
+    validate.count(steps, "steps")
+    batch = classifier.tokenizer(words, is_split_into_words=True, truncation=True, max_length=MAX_TOKENS,
+                                 return_tensors="pt")
     mask = batch["attention_mask"]
     word_ids = np.array([-1 if w is None else w for w in batch.word_ids(0)])
     embeddings = classifier.word_embeddings(batch["input_ids"]).detach()
@@ -383,21 +388,25 @@ def word_integrated_gradients(classifier, words, target, steps=32):
     per_token = attributions.sum(-1)[0].detach().numpy()
     with torch.no_grad():
         delta = (logits(embeddings)[0, target] - logits(baseline)[0, target]).item()
-    scores = np.zeros(len(words))
-    np.add.at(scores, word_ids[word_ids >= 0], per_token[word_ids >= 0])
-    return scores, abs(per_token.sum() - delta)
+    return _per_word(per_token, batch, words), abs(per_token.sum() - delta)
 
 
 def whole_word_vocabulary(tokenizer, min_length=3):
     """Token ids of the tokenizer's alphabetic, lowercase, whole-word tokens (no '##' pieces)."""
-    return torch.tensor(sorted(i for token, i in tokenizer.get_vocab().items()
-                               if len(token) >= min_length and token.isascii() and token.isalpha()
-                               and token.islower()))
+    validate.count(min_length, "min_length")
+    ids = sorted(i for token, i in tokenizer.get_vocab().items()
+                 if len(token) >= min_length and token.isascii() and token.isalpha() and token.islower())
+    validate.not_empty(len(ids), "the whole-word vocabulary", f"no token has {min_length} or more lowercase letters.")
+    return torch.tensor(ids)
 
 
 def first_order_flip_scores(gradient, embeddings, vocabulary_embeddings):
     """First-order change of the objective when token i is swapped for candidate v:
     (e_v - e_i) . grad_i. Shapes: (T, d), (T, d), (V, d) -> (T, V)."""
+    shapes = [tuple(t.shape) if torch.is_tensor(t) else None for t in (gradient, embeddings, vocabulary_embeddings)]
+    if (None in shapes or any(len(s) != 2 for s in shapes) or shapes[0] != shapes[1]
+            or shapes[2][1] != shapes[0][1]):
+        raise ValueError(f"need tensors of shapes (T, d), (T, d) and (V, d); got {shapes}.")
     return gradient @ vocabulary_embeddings.T - (gradient * embeddings).sum(-1, keepdim=True)
 
 
@@ -449,8 +458,9 @@ def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min
     if min_similarity is not None and not (isinstance(min_similarity, (int, float)) and -1 <= min_similarity <= 1):
         raise ValueError(f"min_similarity must be None or a cosine similarity from -1 to 1, got {min_similarity!r}.")
     tokenizer = classifier.tokenizer
-    vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else torch.as_tensor(vocabulary)
     table = classifier.encoder.get_input_embeddings().weight.detach()
+    vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else validate.token_ids(
+        vocabulary, len(table), "vocabulary")
     vocabulary_embeddings = table[vocabulary]
     ids, mask = classifier.encode([text])
     with torch.no_grad():
@@ -532,15 +542,15 @@ def universal_trigger(classifier, texts, label, length=3, n_rounds=2, n_candidat
                          f"got {len(texts)} item(s).")
     if not isinstance(length, int) or length < 1 or not isinstance(n_rounds, int) or n_rounds < 1:
         raise ValueError(f"length and n_rounds must be whole numbers of at least 1, got {length!r}, {n_rounds!r}.")
+    validate.class_index(label, len(classifier.labels), "label")
     tokenizer = classifier.tokenizer
     if start not in tokenizer.get_vocab():
         raise ValueError(f"start word {start!r} is not a single token of the tokenizer; try 'the'.")
-    vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else torch.as_tensor(vocabulary)
+    validate.count(n_candidates, "n_candidates")
     table = classifier.encoder.get_input_embeddings().weight.detach()
+    vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else validate.token_ids(
+        vocabulary, len(table), "vocabulary")
     ids, mask = classifier.encode(texts)
-    n_classes = classifier(input_ids=ids[:1], attention_mask=mask[:1]).shape[1]
-    if not (isinstance(label, (int, np.integer)) and 0 <= label < n_classes):
-        raise ValueError(f"label must be a class index from 0 to {n_classes - 1}, got {label!r}.")
     trigger = torch.full((length,), tokenizer.convert_tokens_to_ids(start))
     with torch.no_grad():
         current = float(_label_probability(classifier, *_prepend(ids, mask, trigger), label).mean())

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from xai_lesson import files
+from xai_lesson import files, validate
 from xai_lesson.text_classifier import mean_pool
 
 POOLINGS = ("mean", "tokens")
@@ -37,8 +37,7 @@ def _check_inputs(texts, pooling, word_piece, batch_size):
                          "vector per text, 'tokens' for one vector per word.")
     if word_piece not in WORD_PIECES:
         raise ValueError(f"word_piece must be one of {WORD_PIECES}, got {word_piece!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    validate.count(batch_size, "batch_size")
     if isinstance(texts, str):
         raise TypeError("pass a list of texts, not one string: wrap it as [text].")
     texts = list(texts)
@@ -98,13 +97,13 @@ def hidden_states(model, tokenizer, texts, pooling="mean", batch_size=64, word_p
     """
     texts = _check_inputs(texts, pooling, word_piece, batch_size)
     _check_tokenizer(tokenizer, pooling)
+    _check_max_length(model, max_length)
     sizes = [1 if pooling == "mean" else len(t) for t in texts]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     order = sorted(range(len(texts)), key=lambda i: _length(texts[i]))
-    was_training = model.training
-    model.eval()
     per_layer = None
-    try:
+    with validate.kept_as_found(model):
+        model.eval()
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
             chunk = [texts[i] for i in indices]
@@ -136,9 +135,14 @@ def hidden_states(model, tokenizer, texts, pooling="mean", batch_size=64, word_p
                         store[rows] = hidden[row, [g[0] for g in groups]].numpy()
                     else:
                         store[rows] = torch.stack([hidden[row, g].mean(0) for g in groups]).numpy()
-    finally:
-        model.train(was_training)
     return per_layer
+
+
+def _check_max_length(model, max_length):
+    validate.count(max_length, "max_length (tokens)")
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if context is not None and max_length > context:
+        raise ValueError(f"max_length={max_length} is more than the model's context of {context} positions.")
 
 
 def _fingerprint(model, tokenizer, texts, settings):
@@ -168,6 +172,7 @@ def cached_hidden_states(name, model, tokenizer, texts, pooling="mean", batch_si
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"name must be a short label of letters, digits, '-' or '_', got {name!r}.")
     texts = _check_inputs(texts, pooling, word_piece, batch_size)
+    _check_max_length(model, max_length)
     settings = {"pooling": pooling, "word_piece": word_piece, "max_length": max_length,
                 "version": CACHE_VERSION}
     key = _fingerprint(model, tokenizer, texts, settings)
@@ -196,6 +201,9 @@ def linear_probe(C=0.01, tol=1e-3, max_iter=1000):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    validate.number(C, "C", minimum=0)
+    validate.fraction(tol, "tol")
+    validate.count(max_iter, "max_iter")
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, tol=tol, max_iter=max_iter))
 
 
@@ -208,6 +216,10 @@ def mlp_probe(hidden=256, seed=0, max_iter=200, alpha=1e-4):
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    validate.count(hidden, "hidden (units)")
+    validate.count(max_iter, "max_iter")
+    validate.number(alpha, "alpha", minimum=0)
 
     return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha,
                                                          early_stopping=True, max_iter=max_iter,
@@ -226,6 +238,7 @@ def _check_layers(features_per_layer, labels):
         if f.ndim != 2 or f.shape[0] != len(labels):
             raise ValueError(f"layer {i} has shape {f.shape}; expected ({len(labels)}, features), "
                              f"one row per label.")
+        validate.finite(f, f"layer {i}")
     if len(np.unique(labels)) < 2:
         raise ValueError("labels hold a single class: a probe needs at least two.")
     return layers, labels
@@ -372,10 +385,9 @@ def corrected_paired_interval(differences, test_fraction, confidence=0.95):
     d = np.asarray(differences, dtype=float)
     if d.ndim != 1 or len(d) < 2:
         raise ValueError(f"need one difference per fold (at least 2), got shape {d.shape}.")
-    if not 0 < test_fraction:
-        raise ValueError(f"test_fraction is n_test / n_train and must be positive, got {test_fraction}.")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}.")
+    validate.finite(d, "differences")
+    validate.fraction(test_fraction, "test_fraction (n_test / n_train, 0.25 for 5 folds)", one_allowed=True)
+    validate.fraction(confidence, "confidence")
     k = len(d)
     se = np.sqrt((1 / k + test_fraction) * d.var(ddof=1))
     half = stats.t.ppf(0.5 + confidence / 2, df=k - 1) * se
@@ -398,6 +410,18 @@ def selectivity_sweep(features, task_labels, control_labels, make_probe, values,
     values = list(values)
     if not values:
         raise ValueError("values is empty: pass the settings to sweep, e.g. [0.001, 0.01, 0.1].")
+    validate.finite(features, "features")
+    rows = np.arange(len(features))
+    try:
+        train, test = rows[train], rows[test]
+    except IndexError as error:
+        raise ValueError(f"train and test must be row indices (or masks) of the {len(rows)} rows: {error}.") from None
+    validate.not_empty(len(train), "train", "pass the rows to fit on.")
+    validate.not_empty(len(test), "test", "pass the rows to score on.")
+    shared = np.intersect1d(train, test)
+    if len(shared):
+        raise ValueError(f"train and test share {len(shared)} rows: scoring on training rows reports training "
+                         "accuracy, not how well the probe generalises. Use disjoint rows, e.g. from cv_splits.")
     task, control = [], []
     with threadpool_limits(limits=1, user_api="blas"):
         for value in values:
@@ -438,6 +462,12 @@ def nullspace_projection(directions):
                          f"got shape {directions.shape}.")
     if not np.all(np.isfinite(directions)) or np.any(np.linalg.norm(directions, axis=1) == 0):
         raise ValueError("every direction must be finite and non-zero.")
+    unit = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    singular = np.linalg.svd(unit, compute_uv=False)
+    if singular[-1] < 1e-3 * singular[0]:
+        raise ValueError(f"the {len(directions)} directions are (nearly) linearly dependent, for example a "
+                         "direction given twice, so they span fewer dimensions and the projection would "
+                         "remove a direction you did not ask for. Give independent directions.")
     basis, _ = np.linalg.qr(directions.T)
     return np.eye(directions.shape[1]) - basis @ basis.T
 

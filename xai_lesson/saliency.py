@@ -30,6 +30,7 @@ import math
 import numpy as np
 import torch
 
+from xai_lesson import validate
 from xai_lesson.images import one_image
 
 RULES = ("midpoint", "trapezoid", "left", "right", "gausslegendre")
@@ -39,32 +40,14 @@ def _check_inputs(model, x, target):
     """Validate the common arguments; return the target as a long tensor with one entry per row."""
     if not callable(model):
         raise TypeError(f"model must be callable (an nn.Module or a function), got {type(model).__name__}.")
-    if not torch.is_tensor(x) or not torch.is_floating_point(x):
-        raise TypeError("x must be a float tensor with a leading batch dimension, such as (1, 3, H, W); got "
-                        f"{type(x).__name__ if not torch.is_tensor(x) else x.dtype}.")
+    validate.matching_dtype(x, model)
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"x needs a leading batch dimension, such as (1, 3, H, W); got shape {tuple(x.shape)}. "
                          "Add one with x.unsqueeze(0).")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x holds NaN or infinite values, which would give a meaningless (all-zero or NaN) map: "
-                         "check how the input was made, e.g. with torch.isnan(x).any().")
-    if isinstance(target, bool):
-        raise TypeError("target must be a class index (int), not a bool.")
-    if isinstance(target, int):
-        target = torch.full((x.shape[0],), target, dtype=torch.long)
-    else:
-        target = torch.as_tensor(target)
-        if target.dtype.is_floating_point or target.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}.")
-        target = target.long().reshape(-1)
-        if target.numel() == 1:
-            target = target.expand(x.shape[0])
-        if target.shape != (x.shape[0],):
-            raise ValueError(f"target must be one int, or one int per row of x ({x.shape[0]}); "
-                             f"got {target.numel()} values.")
-    if (target < 0).any():
-        raise ValueError(f"target must be a non-negative class index, got {target.tolist()}.")
-    return target
+    if x.ndim == 4:
+        validate.images(x, model)
+    validate.finite(x, "x (a map of it would be all zero or NaN)")
+    return validate.class_indices(target, x.shape[0])
 
 
 def _scores(model, x, target):
@@ -74,15 +57,13 @@ def _scores(model, x, target):
         raise ValueError("model must return scores of shape (batch, n_classes); got "
                          f"{tuple(output.shape) if torch.is_tensor(output) else type(output).__name__} "
                          f"for a batch of {x.shape[0]}.")
-    if int(target.max()) >= output.shape[1]:
-        raise ValueError(f"target {int(target.max())} is out of range: the model has {output.shape[1]} classes.")
+    validate.class_indices(target, len(target), output.shape[1])
     return output.gather(1, target.to(output.device).unsqueeze(1)).squeeze(1)
 
 
 def _check_batch_size(batch_size):
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None (all at once), got {batch_size!r}.")
+    if batch_size is not None:
+        validate.count(batch_size, "batch_size (or None: all at once)")
 
 
 def _gradients(model, inputs, target, batch_size=None):
@@ -122,8 +103,7 @@ def smoothgrad(model, x, target, n_samples=25, noise_level=0.15, seed=0, batch_s
     ``batch_size`` caps how many noisy copies go through the model at once.
     """
     target = _check_inputs(model, x, target)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
+    validate.count(n_samples, "n_samples")
     if (isinstance(noise_level, bool) or not isinstance(noise_level, (int, float))
             or not math.isfinite(noise_level) or noise_level < 0):
         raise ValueError(f"noise_level must be a number >= 0 (a share of the input's range), got {noise_level!r}.")
@@ -160,8 +140,7 @@ def _alphas(steps, rule, path_power=1):
 
 
 def _rule_points(steps, rule):
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    validate.count(steps, "steps")
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}.")
     if rule == "midpoint":
@@ -398,6 +377,7 @@ def to_heatmap(attributions, absolute=True):
     (the usual way to show gradient maps), or of signed values otherwise.
     """
     attributions = one_image(attributions, "to_heatmap")
+    validate.finite(attributions, "attributions")
     values = attributions.detach().abs() if absolute else attributions.detach()
     return values.sum(0).cpu().numpy()
 
@@ -411,6 +391,8 @@ def rank_correlation(map_a, map_b):
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {a.shape} and {b.shape}.")
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    validate.finite(a, "map_a")
+    validate.finite(b, "map_b")
     for name, values in (("map_a", a), ("map_b", b)):
         if values.std() == 0:
             raise ValueError(
@@ -432,6 +414,8 @@ def reinitialise(module, generator):
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}: "
                         "make one with torch.Generator().manual_seed(0) and pass it to every call of a cascade.")
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}.")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

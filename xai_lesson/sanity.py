@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_lesson import validate
 from xai_lesson.cam import recalibrate_batchnorm, split_relu6  # noqa: F401 (split_relu6 is part of this module's API)
 from xai_lesson.saliency import reinitialise
 
@@ -42,12 +43,6 @@ EFFICIENTNET_LITE0_CASCADE = (
 )
 
 
-def _check_images(x, name="x"):
-    if not torch.is_tensor(x) or not torch.is_floating_point(x) or x.ndim != 4:
-        raise ValueError(f"{name} must be a float tensor of images shaped (N, C, H, W), got "
-                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}.")
-
-
 @torch.no_grad()
 def logit_spread(model, x):
     """How much the logits vary across the images ``x``: the standard deviation over
@@ -57,13 +52,12 @@ def logit_spread(model, x):
     its gradients still exist, but a map of a dead network tests nothing.
     Needs at least two images.
     """
-    _check_images(x)
+    validate.images(x, model)
     if len(x) < 2:
         raise ValueError(f"logit_spread compares images, so x needs at least two, got {len(x)}.")
-    was_training = model.training
-    model.eval()
-    logits = model(x)
-    model.train(was_training)
+    with validate.kept_as_found(model):
+        model.eval()
+        logits = model(x)
     return float(logits.std(0).mean())
 
 
@@ -85,7 +79,9 @@ def randomisation_cascade(model, x, stages=EFFICIENTNET_LITE0_CASCADE, generator
     the network stays live. ``generator`` (a ``torch.Generator``) drives every
     re-initialisation; by default one seeded with 0.
     """
-    _check_images(x)
+    validate.images(x, model)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     network = copy.deepcopy(model).eval()
@@ -116,16 +112,20 @@ def guided_backprop(model, x, target):
     """
     from pytorch_grad_cam import GuidedBackpropReLUModel
 
-    _check_images(x)
+    validate.images(x, model)
     if not any(isinstance(m, nn.ReLU) for m in model.modules()):
         raise ValueError("the model has no nn.ReLU layer, so GuidedBackpropReLUModel would change nothing and "
                          "return the plain gradient. If it uses nn.ReLU6, call split_relu6(model) first.")
-    targets = [int(target)] * len(x) if isinstance(target, int) else [int(t) for t in torch.as_tensor(target).reshape(-1)]
-    if len(targets) != len(x):
-        raise ValueError(f"target must be one class index or one per image ({len(x)}), got {len(targets)}.")
-    guided = GuidedBackpropReLUModel(model, device="cpu")
-    maps = [torch.from_numpy(guided(x[i:i + 1].detach().clone(), targets[i])).permute(2, 0, 1)
-            for i in range(len(x))]
+    targets = validate.class_indices(target, len(x))
+    # pytorch-grad-cam swaps the model's ReLUs, switches it to eval mode and accumulates gradients
+    # in its parameters: all of that is undone, after success or an error.
+    with validate.kept_as_found(model):
+        model.eval()
+        with torch.no_grad():
+            validate.class_indices(targets, len(x), model(x[:1]).shape[-1])
+        guided = GuidedBackpropReLUModel(model, device="cpu")
+        maps = [torch.from_numpy(guided(x[i:i + 1].detach().clone(), int(targets[i]))).permute(2, 0, 1)
+                for i in range(len(x))]
     return torch.stack(maps).to(x.dtype)
 
 
@@ -137,6 +137,6 @@ def sobel_edges(images):
     """
     from skimage.filters import sobel
 
-    _check_images(images, "images")
+    validate.images(images, name="images")
     grey = images.detach().mean(1).cpu().numpy().astype(np.float64)
     return torch.from_numpy(np.stack([sobel(image) for image in grey]))

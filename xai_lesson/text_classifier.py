@@ -18,6 +18,7 @@ MAX_TOKENS = 128  # texts longer than this are cut; movie-review snippets are at
 
 def cut_texts(batch, tokenizer, texts, **kwargs):
     """Indices of the texts that ``batch`` (tokenised with truncation) cut short."""
+    texts = _check_texts(texts)
     encodings = getattr(batch, "encodings", None)
     if encodings:  # fast tokenizers keep what truncation removed
         return [i for i, e in enumerate(encodings) if e.overflowing]
@@ -33,7 +34,8 @@ def warn_cut(n_cut, n_texts, what="texts"):
 
 def mean_pool(hidden, attention_mask):
     """Average token states over real tokens only: padding positions get zero weight."""
-    if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
+    if not (torch.is_tensor(hidden) and torch.is_tensor(attention_mask)) or hidden.ndim != 3 \
+            or attention_mask.shape != hidden.shape[:2]:
         raise ValueError(f"need hidden states (batch, tokens, dim) and a mask (batch, tokens); got "
                          f"{tuple(hidden.shape)} and {tuple(attention_mask.shape)}.")
     weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -118,6 +120,10 @@ def train_sentiment_classifier(encoder, tokenizer, texts, labels, C=1.0, seed=0,
     """
     from sklearn.linear_model import LogisticRegression
 
+    from xai_lesson import validate
+
+    texts = _check_texts(texts)
+    validate.number(C, "C", minimum=0)
     labels = np.asarray(labels)
     if labels.shape != (len(texts),) or not set(np.unique(labels)) <= {0, 1}:
         raise ValueError(f"labels must be one 0/1 value per text; got {labels.shape[0] if labels.ndim else 0} "
@@ -142,8 +148,11 @@ def train_sentiment_classifier(encoder, tokenizer, texts, labels, C=1.0, seed=0,
 
 def sentiment_splits(n_train_per_class=1000, n_test_per_class=250, min_abs_rating=1.0, seed=0):
     """Balanced, disjoint train and test sets of clearly positive or negative snippets."""
+    from xai_lesson import validate
     from xai_lesson.data import balanced_sample, load_sentiment
 
+    validate.count(n_train_per_class, "n_train_per_class")
+    validate.count(n_test_per_class, "n_test_per_class")
     snippets = load_sentiment(min_abs_rating=min_abs_rating)
     both = balanced_sample(snippets, n_train_per_class + n_test_per_class, seed=seed)
     labels = np.asarray(both["label"])
@@ -158,8 +167,10 @@ def build_sentiment_classifier(n_train_per_class=1000, seed=0):
     Returns ``(classifier, train, test)``: the classifier, and the datasets it was
     trained and can be evaluated on. Takes about 10 s on two CPU cores.
     """
+    from xai_lesson import validate
     from xai_lesson.models import load_text_encoder
 
+    validate.count(n_train_per_class, "n_train_per_class")
     encoder, tokenizer = load_text_encoder()
     train, test = sentiment_splits(n_train_per_class=n_train_per_class, seed=seed)
     classifier = train_sentiment_classifier(encoder, tokenizer, train["text"], train["label"], seed=seed)

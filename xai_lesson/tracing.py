@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from xai_lesson import validate
+
 # Module paths per architecture (config.model_type). Add a line here to trace a new family.
 ARCHITECTURES = {
     "llama": {"layers": "model.layers", "mlp": "mlp", "attn": "self_attn", "embed": "model.embed_tokens"},
@@ -152,11 +154,14 @@ def embedding_noise_scale(model, tokenizer, subjects=None, factor=3.0):
     """
     if subjects is None:
         subjects = [fact["subject"] for fact in load_known_facts()]
-    if isinstance(subjects, str) or not subjects:
-        raise ValueError("subjects must be a non-empty list of strings.")
+    if isinstance(subjects, str) or not subjects or not all(isinstance(s, str) and s.strip() for s in subjects):
+        raise ValueError("subjects must be a non-empty list of non-empty strings.")
+    validate.number(factor, "factor", minimum=0)
     ids = [i for s in subjects for i in tokenizer(" " + s.strip(), add_special_tokens=False)["input_ids"]]
+    embed = model_modules(model)["embed"]
+    validate.token_ids(ids, embed.num_embeddings, "the subjects' token ids")
     with torch.inference_mode():
-        vectors = model_modules(model)["embed"](torch.tensor(ids))
+        vectors = embed(torch.tensor(ids))
     return float(factor * vectors.std())
 
 
@@ -187,6 +192,11 @@ def restore_hook(clean, token):
     first element is the hidden state (transformers' decoder layers); the rest of a
     tuple is passed on unchanged.
     """
+    if not torch.is_tensor(clean) or clean.ndim != 2:
+        raise ValueError(f"clean must be one layer's output for one prompt, (tokens, hidden size); got "
+                         f"{clean.shape if torch.is_tensor(clean) else type(clean).__name__}.")
+    if not isinstance(token, slice):
+        validate.index(token, clean.shape[0], "token", "tokens in clean")
     def hook(module, args, output):
         hidden = _hidden(output).clone()
         hidden[:, token] = clean[token]
@@ -201,6 +211,13 @@ def restored_logits(model, layers, clean_outputs, layer, token, embeds):
     ``layers`` are the decoder layers (``model_modules(model)["layers"]``) and
     ``clean_outputs[layer]`` their clean outputs (tokens, hidden). The hook is removed afterwards.
     """
+    validate.index(layer, len(layers), "layer", "layers")
+    validate.module_of(layers[layer], model, "layers[layer]")
+    if not torch.is_tensor(embeds) or embeds.ndim != 3:
+        raise ValueError(f"embeds must be (samples, tokens, hidden) input embeddings, got "
+                         f"{embeds.shape if torch.is_tensor(embeds) else type(embeds).__name__}.")
+    validate.matching_dtype(embeds, model, "embeds")
+    validate.context_length(embeds.shape[1], model)
     with _hooks([(layers[layer], restore_hook(clean_outputs[layer], token))]), torch.inference_mode():
         return model(inputs_embeds=embeds).logits[:, -1]
 
@@ -278,15 +295,12 @@ class TraceResult:
 
 
 def _prepare(model, tokenizer, prompt, subject, noise, samples, seed):
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive int, got {samples!r}.")
+    validate.count(samples, "samples")
     subject_range = subject_token_range(tokenizer, prompt, subject)
     ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     modules = model_modules(model)
-    context = getattr(model.config, "max_position_embeddings", None)
-    if context is not None and ids.shape[1] > context:
-        raise ValueError(f"The prompt has {ids.shape[1]} tokens, more than the model's context of {context} "
-                         "positions: its output would be meaningless. Shorten the prompt.")
+    validate.token_ids(ids, modules["embed"].num_embeddings, "the prompt's token ids")
+    validate.context_length(ids.shape[1], model)
     if noise is None:
         noise = embedding_noise_scale(model, tokenizer)
     if (isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0
@@ -491,10 +505,9 @@ def causal_trace(model, tokenizer, prompt, subject, answer=None, kind="hidden", 
     _check_kind(kind)
     if method not in ("fast", "straightforward"):
         raise ValueError(f"method must be 'fast' or 'straightforward', got {method!r}.")
-    if not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be a positive int (number of layers), got {window!r}.")
-    if layers_per_pass is not None and (not isinstance(layers_per_pass, int) or layers_per_pass < 1):
-        raise ValueError(f"layers_per_pass must be a positive int or None (all layers), got {layers_per_pass!r}.")
+    validate.count(window, "window (a number of layers)")
+    if layers_per_pass is not None:
+        validate.count(layers_per_pass, "layers_per_pass (or None: all layers)")
     with torch.inference_mode():
         ids, subject_range, modules, noise, corrupt = _prepare(model, tokenizer, prompt, subject, noise,
                                                                samples, seed)
@@ -533,8 +546,10 @@ def restored_probability(model, tokenizer, prompt, subject, states, kind="hidden
         n_layers, n_tokens = len(modules["layers"]), ids.shape[1]
         restore = {}
         for layer, token in states:
-            if not (0 <= layer < n_layers and 0 <= token < n_tokens):
-                raise ValueError(f"state {(layer, token)} is outside {n_layers} layers x {n_tokens} tokens.")
+            if not (validate.is_int(layer) and validate.is_int(token) and 0 <= layer < n_layers
+                    and 0 <= token < n_tokens):
+                raise ValueError(f"state {(layer, token)} is outside {n_layers} layers x {n_tokens} tokens: give "
+                                 "each state as (layer, token), two ints counted from 0.")
             restore.setdefault(layer, []).append((slice(None), token))
         with _hooks(_restore_hooks(modules, kind, clean, restore, 0)):
             probs = _answer_probs(model(inputs_embeds=corrupt).logits, answer_id)
@@ -546,7 +561,11 @@ def token_categories(n_tokens, subject_range):
 
     A one-token subject is its own first and last token: it counts as "last subject token".
     """
+    validate.count(n_tokens, "n_tokens")
     start, end = subject_range
+    if not 0 <= start < end <= n_tokens:
+        raise ValueError(f"subject_range must be (start, end) with 0 <= start < end <= {n_tokens}, "
+                         f"got {subject_range!r}.")
     categories = []
     for position in range(n_tokens):
         if position == n_tokens - 1:
@@ -572,8 +591,8 @@ def average_by_category(results):
     Token positions that were not traced (NaN columns, see ``causal_trace(tokens=...)``) are left out.
     Returns an array of shape (len(CATEGORIES), layers); a category no prompt has is NaN.
     """
-    if not results:
-        raise ValueError("results is empty: pass a list of TraceResult from causal_trace.")
+    if not results or not all(isinstance(r, TraceResult) for r in results):
+        raise ValueError("results must be a non-empty list of TraceResult from causal_trace.")
     n_layers = results[0].scores.shape[0]
     sums, counts = np.zeros((len(CATEGORIES), n_layers)), np.zeros(len(CATEGORIES))
     for result in results:
