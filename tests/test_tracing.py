@@ -272,6 +272,11 @@ class _LeaveOutClaims(ast.NodeTransformer):
     def visit_Assert(self, node):
         return ast.Pass()
 
+    def visit_Expr(self, node):  # claims.expect(...), as in the challenge solutions
+        if isinstance(node.value, ast.Call) and ast.unparse(node.value.func) == "claims.expect":
+            return ast.Pass()
+        return node
+
 
 def _own_answer(model, tokenizer, prompt):
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
@@ -294,8 +299,15 @@ def test_every_code_cell_of_the_episode_runs_on_other_architectures(architecture
     monkeypatch.setattr(models, "load_causal_lm", lambda *args, **kwargs: (model, tokenizer))
     monkeypatch.setattr(tracing, "load_known_facts", lambda: [dict(fact) for fact in known])
     monkeypatch.setenv("XAI_LESSON_FIGURE_DIR", str(tmp_path))
-    cells = ["".join(cell["source"]) for cell in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
-             if cell["cell_type"] == "code"]
+    # A cell tagged 'claims' checks the cell before it: it counts as a property cell when that one does.
+    cells, checks_property = [], []
+    for cell in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"])
+            claims = "claims" in cell["metadata"].get("tags", [])
+            cells.append(source)
+            checks_property.append(checks_property[-1] if claims and checks_property
+                                   else any(marker in source for marker in PROPERTY_CELLS))
     assert all(sum(marker in cell for cell in cells) == 1 for marker in PROPERTY_CELLS), \
         "each property check must be in exactly one notebook cell: update PROPERTY_CELLS"
     tolstoy = next(i for i, cell in enumerate(cells) if cell.startswith('prompt, subject, answer = '))
@@ -304,9 +316,9 @@ def test_every_code_cell_of_the_episode_runs_on_other_architectures(architecture
         '" Russian"', json.dumps(_own_answer(model, tokenizer, "The mother tongue of Leo Tolstoy is")))
     namespace = {"__name__": "__main__"}
     try:
-        for cell in cells:
+        for cell, checks in zip(cells, checks_property):
             tree = ast.parse(cell)
-            if not any(marker in cell for marker in PROPERTY_CELLS):
+            if not checks:
                 tree = ast.fix_missing_locations(_LeaveOutClaims().visit(tree))
             exec(compile(tree, "<notebook cell>", "exec"), namespace)
     finally:
