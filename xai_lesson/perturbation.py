@@ -125,8 +125,9 @@ class LimeExplanation:
 
 
 def lime_masks(n_words, n_samples, seed=0):
-    """Random word masks as LIME draws them: row 0 keeps every word; each other row
-    removes between 1 and ``n_words - 1`` words, the number drawn uniformly."""
+    """Random word masks, a variant of LIME's sampler: row 0 keeps every word; each other
+    row removes between 1 and ``n_words - 1`` words, the number drawn uniformly. (The
+    ``lime`` package removes 1 to ``n_words`` words, so it can also draw the empty text.)"""
     validate.count(n_words, "n_words (LIME needs words to drop)", minimum=2)
     validate.count(n_samples, "n_samples")
     rng = np.random.default_rng(seed)
