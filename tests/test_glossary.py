@@ -47,7 +47,8 @@ TERMS = {
                           "mean ablation", "total effect", "positive control", "logit difference", "severed MLP",
                           "instruction tuning", "quantisation", "causal mediation analysis"],
     "09-activation-patching": ["activation patching", "patched run", "logit difference", "normalised recovery",
-                               "attribution patching", "logit lens", "tuned lens", "residual stream"],
+                               "attribution patching", "logit lens", "tuned lens", "residual stream",
+                               "denoising", "noising"],
 }
 
 # A term used in an episode may be an inflected or hyphenated form of the glossary's headword.
@@ -60,7 +61,8 @@ GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box me
                      "clean run": "clean, corrupted and restored runs", "corrupted run": "clean, corrupted and restored runs",
                      "restored run": "clean, corrupted and restored runs", "live": "live network",
                      "midpoint rule": "quadrature rule", "trapezoid rule": "quadrature rule",
-                     "Gauss–Legendre": "quadrature rule"}
+                     "Gauss–Legendre": "quadrature rule",
+                     "denoising": "denoising and noising", "noising": "denoising and noising"}
 
 
 def glossary():
