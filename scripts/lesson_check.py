@@ -19,6 +19,10 @@ every problem it finds:
   outputs     every line of an episode's ```output block is a line its notebook printed
   schedule    instructors/schedule.md gives each episode its teaching + exercises minutes,
               every listed episode appears in it, and each row starts when the one before ends
+  minutes     the instructor notes give each episode a minutes table: a heading
+              `### Episode NN, <title>: T minutes`, rows `| section | m | when short |` that add
+              up to T, a `| **Core** | **T** |` row, T = the episode's teaching + exercises,
+              and T at most 90 (optional depth goes to the episode's "Going further")
   summary     index.md, the lesson's summary page, links to every episode config.yaml lists,
               so that its list of what the lesson covers stays true as episodes are added
   claims      a notebook checks its claims with `claims.expect` in cells tagged `claims`, not
@@ -191,9 +195,63 @@ def check_lesson(root):
     for folder in ("learners", "instructors", "profiles"):
         for path in sorted((root / folder).glob("*.md")):
             problems += check_markdown(path.read_text(encoding="utf-8"), path, root=root)
+    notes = root / "instructors" / "instructor-notes.md"
+    if notes.exists():
+        problems += check_minutes(notes.read_text(encoding="utf-8"), listed, episodes_dir)
     schedule = root / "instructors" / "schedule.md"
     if schedule.exists():
         problems += check_schedule(schedule.read_text(encoding="utf-8"), listed, episodes_dir)
+    return problems
+
+
+MINUTES_HEADING = re.compile(r"^### Episode (\d{2}), .*: (\d+) minutes\s*$")
+MINUTES_ROW = re.compile(r"^\|(.*?)\|\s*(\*\*)?(\d+)(\*\*)?\s*\|(.*)\|\s*$")
+CORE_LIMIT = 90
+
+
+def check_minutes(text, listed, episodes_dir):
+    """Each listed episode has a minutes table in the instructor notes that adds up to its minutes."""
+    problems, lines = [], text.splitlines()
+
+    def report(number, message):
+        problems.append(Problem("instructors/instructor-notes.md", number, "minutes", message))
+
+    headings = {}
+    for number, line in enumerate(lines, 1):
+        match = MINUTES_HEADING.match(line)
+        if match:
+            headings[match[1]] = (number, int(match[2]))
+    for name in listed:
+        episode_number = name[:2]
+        if episode_number not in headings:
+            report(1, f"has no minutes table for {name}: add a heading '### Episode {episode_number}, <title>: "
+                      "<minutes> minutes' and its table")
+            continue
+        number, total = headings[episode_number]
+        rows, core = [], None
+        for offset, line in enumerate(lines[number:], number + 1):
+            if line.startswith("#"):
+                break
+            row = MINUTES_ROW.match(line.strip())
+            if not row:
+                continue
+            if row[1].strip() == "**Core**":
+                core = (offset, int(row[3]))
+            else:
+                rows.append(int(row[3]))
+        meta, _, _ = _split_front_matter((episodes_dir / name).read_text(encoding="utf-8"))
+        expected = int((meta or {}).get("teaching", 0)) + int((meta or {}).get("exercises", 0))
+        if core is None:
+            report(number, f"the minutes table of {name} has no '| **Core** | **{total}** | |' row")
+        elif core[1] != total:
+            report(core[0], f"the core row of {name} says {core[1]} minutes, its heading {total}")
+        if sum(rows) != total:
+            report(number, f"the rows of {name}'s minutes table add up to {sum(rows)}, not {total}")
+        if total != expected:
+            report(number, f"gives {name} {total} minutes, but its teaching + exercises add up to {expected}")
+        if total > CORE_LIMIT:
+            report(number, f"{name}'s core is {total} minutes, more than {CORE_LIMIT}: move optional depth "
+                           "to its 'Going further' section")
     return problems
 
 

@@ -270,3 +270,58 @@ def test_the_summary_page_links_every_episode(tmp_path):
     assert [p.rule for p in problems] == ["summary"] and "episodes/02-b.md" in problems[0].message
     (lesson / "index.md").write_text((lesson / "index.md").read_text() + "And [B](episodes/02-b.md).\n")
     assert lesson_check.check_lesson(lesson) == []
+
+
+def write_minutes(lesson, table):
+    (lesson / "instructors").mkdir(exist_ok=True)
+    (lesson / "instructors" / "instructor-notes.md").write_text("---\ntitle: Notes\n---\n\n## Timing\n\n" + table)
+
+
+GOOD_MINUTES = """### Episode 01, A: 15 minutes
+
+| section | minutes | when short |
+|---|---:|---|
+| The idea | 10 | show the figure |
+| Challenge 1 | 5 | |
+| **Core** | **15** | |
+
+"Going further" (not counted): nothing.
+"""
+
+
+def test_a_minutes_table_that_adds_up_passes(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    write_minutes(lesson, GOOD_MINUTES)
+    assert lesson_check.check_lesson(lesson) == []
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("| Challenge 1 | 5 |", "| Challenge 1 | 6 |", "add up to 16, not 15"),
+    ("**Core** | **15**", "**Core** | **14**", "core row of 01-a.md says 14"),
+    ("| **Core** | **15** | |\n", "", "has no '| **Core**"),
+    ("### Episode 01, A: 15 minutes", "### Episode 02, A: 15 minutes", "has no minutes table for 01-a.md"),
+])
+def test_the_minutes_table_must_add_up(tmp_path, old, new, message):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    assert old in GOOD_MINUTES
+    write_minutes(lesson, GOOD_MINUTES.replace(old, new))
+    problems = lesson_check.check_lesson(lesson)
+    assert [p.rule for p in problems] == ["minutes"] and message in problems[0].message, problems
+
+
+def test_the_minutes_must_match_the_episode_and_fit_the_core_limit(tmp_path):
+    lesson = make_lesson(tmp_path, ["01-a.md"], ["01-a.md"], ["01-a"])
+    long = GOOD_MINUTES.replace("A: 15 minutes", "A: 95 minutes").replace("| The idea | 10 |", "| The idea | 90 |") \
+        .replace("**15**", "**95**")
+    write_minutes(lesson, long)
+    messages = [p.message for p in lesson_check.check_lesson(lesson) if p.rule == "minutes"]
+    assert any("teaching + exercises add up to 15" in m for m in messages), messages
+    assert any("more than 90" in m for m in messages), messages
+
+
+def test_the_schedule_is_generated_from_the_minutes():
+    spec = importlib.util.spec_from_file_location("make_schedule", ROOT / "scripts" / "make_schedule.py")
+    make_schedule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_schedule)
+    written = (ROOT / "instructors" / "schedule.md").read_text(encoding="utf-8")
+    assert written == make_schedule.render(), "instructors/schedule.md is out of date: run scripts/make_schedule.py"
