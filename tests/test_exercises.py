@@ -726,39 +726,75 @@ def test_mass_inside_accepts_a_right_answer_in_numpy(capsys):
     assert "correct" in line and use is in_numpy
 
 
-def peak_inside(maps, masks, *, heat=None, inverted=False, whole_batch=False, batch_axis=False, positions=False):
-    """pointing_game, with one mistake switched on."""
+def peak_inside(maps, masks, *, heat=None, inverted=False, whole_batch=False, batch_axis=False, positions=False,
+                first=False, any_tied=False):
+    """pointing_game (the share of the tied peak pixels inside the mask), with one mistake switched on."""
     heat = maps.abs().sum(dim=1) if heat is None else heat(maps)
     flat, region = heat.flatten(1), (~masks if inverted else masks).flatten(1)
     if batch_axis:
         return flat.argmax(dim=0).numpy()
     if whole_batch:
         return region[:, flat.flatten().argmax() % flat.shape[1]].numpy()
-    peak = flat.argmax(dim=1)
-    return peak.numpy() if positions else region[torch.arange(len(peak)), peak].numpy()
+    if positions:
+        return flat.argmax(dim=1).numpy()
+    if first:                                                        # the old, tie-unaware answer: argmax
+        peak = flat.argmax(dim=1)
+        return region[torch.arange(len(peak)), peak].numpy()
+    peaks = flat == flat.amax(dim=1, keepdim=True)
+    if any_tied:
+        return (peaks & region).any(dim=1).numpy()
+    return ((peaks & region).sum(dim=1) / peaks.sum(dim=1)).numpy()
 
 
 @pytest.mark.parametrize("mistake, hint", [
-    (lambda m, k: peak_inside(m, k, heat=lambda m: m.sum(dim=1)), "take absolute values, maps.abs(), before the argmax"),
+    (lambda m, k: peak_inside(m, k, heat=lambda m: m.sum(dim=1)), "take absolute values, maps.abs(), before you look"),
     (lambda m, k: peak_inside(m, k, heat=lambda m: m.sum(dim=1).abs()), "take the absolute value of each channel first"),
     (lambda m, k: peak_inside(m, k, heat=lambda m: m.abs().amax(dim=1)), "sum the absolute values over the channels"),
-    (lambda m, k: peak_inside(m, k, inverted=True), "a hit is a peak where the mask is True"),
-    (lambda m, k: peak_inside(m, k, whole_batch=True), "take one peak per map"),
-    (lambda m, k: peak_inside(m, k, batch_axis=True), "flatten each map with .flatten(1) and take .argmax(dim=1)"),
-    (lambda m, k: peak_inside(m, k, positions=True), "look each peak up in its mask"),
+    (lambda m, k: peak_inside(m, k, heat=lambda m: m.sum(dim=1), first=True), "take absolute values, maps.abs()"),
+    (lambda m, k: peak_inside(m, k, inverted=True), "count the peak pixels where the mask is True"),
+    (lambda m, k: peak_inside(m, k, whole_batch=True), "find one peak per map"),
+    (lambda m, k: peak_inside(m, k, batch_axis=True), "flatten each map with .flatten(1) and reduce over dim 1"),
+    (lambda m, k: peak_inside(m, k, positions=True), "look the peak pixels up in their mask"),
+    (lambda m, k: peak_inside(m, k, first=True), "mark every pixel equal to the map's largest value"),
+    (lambda m, k: peak_inside(m, k, any_tied=True), "divide the number of tied peak pixels inside"),
     (lambda m, k: torch.from_numpy(peak_inside(m, k)), "end with .numpy()"),
 ])
 def test_pointing_game_catches(mistake, hint, capsys):
     assert_wrong(exercises.check_pointing_game, mistake, hint, capsys)
 
 
-def test_the_patch_example_tells_every_pointing_mistake_apart():
-    maps, masks = exercises.patch_scoring_example()
-    maps, masks = maps[:4], masks[:4]
-    answers = [tuple(peak_inside(maps, masks)), tuple(peak_inside(maps, masks, inverted=True)),
-               tuple(peak_inside(maps, masks, whole_batch=True))]
-    answers += [tuple(peak_inside(maps, masks, heat=heat)) for heat in
-                (lambda m: m.sum(dim=1), lambda m: m.sum(dim=1).abs(), lambda m: m.abs().amax(dim=1))]
+def test_pointing_game_rejects_the_old_tie_unaware_answer(capsys):
+    """The lesson's first solution took argmax, the first tied pixel: the check must now reject it."""
+    def old_solution(maps, masks):
+        magnitude = maps.abs().sum(dim=1).flatten(1)
+        peak = magnitude.argmax(dim=1)
+        return masks.flatten(1)[torch.arange(len(peak)), peak].numpy()
+
+    assert_wrong(exercises.check_pointing_game, old_solution, "mark every pixel equal to the map's largest value", capsys)
+
+
+def test_pointing_game_accepts_the_solution_and_a_right_answer_in_numpy(capsys):
+    def solution(maps, masks):
+        magnitude = maps.abs().sum(dim=1).flatten(1)
+        peaks = magnitude == magnitude.amax(dim=1, keepdim=True)
+        return ((peaks & masks.flatten(1)).sum(dim=1) / peaks.sum(dim=1)).numpy()
+
+    def in_numpy(maps, masks):
+        heat = np.abs(maps.numpy()).sum(axis=1).reshape(len(maps), -1)
+        peaks = heat == heat.max(axis=1, keepdims=True)
+        return (peaks & masks.numpy().reshape(len(maps), -1)).sum(axis=1) / peaks.sum(axis=1)
+
+    for function in (solution, in_numpy):
+        line, use = verdict(exercises.check_pointing_game, function, capsys)
+        assert "correct" in line and use is function
+
+
+def test_the_tied_example_tells_every_pointing_mistake_apart():
+    maps, masks = exercises.ep03.tied_peaks_example()
+    answers = [tuple(np.round(peak_inside(maps, masks, **switch).astype(float), 6)) for switch in
+               ({}, {"inverted": True}, {"whole_batch": True}, {"first": True}, {"any_tied": True})]
+    answers += [tuple(np.round(peak_inside(maps, masks, heat=heat, first=first).astype(float), 6)) for first in (False, True)
+                for heat in (lambda m: m.sum(dim=1), lambda m: m.sum(dim=1).abs(), lambda m: m.abs().amax(dim=1))]
     assert len(set(answers)) == len(answers), answers
 
 

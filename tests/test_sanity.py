@@ -1,5 +1,7 @@
 """The model-randomisation test's helpers: the cascade, liveness, Guided Backpropagation, Sobel."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -114,6 +116,22 @@ def test_guided_backprop_differs_from_the_gradient_only_after_the_split():
     assert not any(type(m).__name__ == "GuidedBackpropReLUasModule" for m in net.modules()), "ReLUs not restored"
     with pytest.raises(ValueError, match="one per image"):
         sanity.guided_backprop(net, x, [0, 1, 2])
+
+
+def test_batched_guided_backprop_equals_the_library_one_image_at_a_time():
+    from pytorch_grad_cam import GuidedBackpropReLUModel
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    targets = [0, 2, 1, 1, 0]
+    batched = sanity.guided_backprop(net, x, targets)
+    one_by_one = torch.stack([torch.from_numpy(GuidedBackpropReLUModel(copy.deepcopy(net), device="cpu")(
+        x[i:i + 1].clone(), targets[i])).permute(2, 0, 1) for i in range(len(x))])
+    assert torch.allclose(batched, one_by_one, atol=1e-6)
+    # The model comes back with its own ReLUs.
+    assert sum(isinstance(m, nn.ReLU) for m in net.modules()) == 2
 
 
 def test_guided_backprop_of_a_relu_then_linear_model():

@@ -44,12 +44,39 @@ def test_scores():
     assert synthetic.mass_inside(uniform, masks) == pytest.approx(synthetic.area_share(masks))
     assert synthetic.area_share(masks).tolist() == [0.25, 0.25]
     outside = (~masks).float()
-    assert synthetic.pointing_game(inside, masks).tolist() == [True, True]
-    assert synthetic.pointing_game(outside, masks).tolist() == [False, False]
+    assert synthetic.pointing_game(inside, masks).tolist() == [1.0, 1.0]
+    assert synthetic.pointing_game(outside, masks).tolist() == [0.0, 0.0]
     # (N, C, H, W) attributions are summed in absolute value over channels.
     signed = torch.stack([inside, -inside], 1)
     assert synthetic.mass_inside(signed, masks).tolist() == [1.0, 1.0]
     assert synthetic.mass_inside(torch.zeros(2, 4, 4), masks).tolist() == [0.0, 0.0]
+
+
+def test_pointing_game_shares_ties_instead_of_taking_the_first():
+    # A 4 x 4 map whose largest value is a 2 x 2 block (as in occlusion), tied on all four pixels.
+    # The block's top-left pixel (the one argmax would take) is OUTSIDE the mask, three pixels are inside.
+    maps = torch.zeros(3, 4, 4)
+    maps[:, 1:3, 1:3] = 5.0
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, 2:4, 1:4] = True          # two tied pixels inside
+    masks[0, 1, 2] = True              # and a third
+    masks[1, 1, 1] = True              # only the top-left pixel of the block: argmax would call this a hit
+    masks[2, 0, 0] = True              # none
+    scores = synthetic.pointing_game(maps, masks)
+    assert scores.tolist() == [0.75, 0.25, 0.0]
+    # The old, tie-unaware score (argmax = first tied pixel in raster order) gives 0, 1, 0: this test fails on it.
+    first_peak = maps.flatten(1).argmax(1)
+    assert masks.flatten(1)[torch.arange(3), first_peak].tolist() == [False, True, False]
+    # It is the expected hit of breaking the tie at random.
+    generator = torch.Generator().manual_seed(0)
+    draws = [masks[0][tuple(torch.nonzero(maps[0] == 5.0)[torch.randint(4, (1,), generator=generator)][0])]
+             for _ in range(2000)]
+    assert abs(np.mean(draws) - 0.75) < 0.05
+    # A map of zeros is tied everywhere and scores the mask's area share, the chance level.
+    assert synthetic.pointing_game(torch.zeros(3, 4, 4), masks) == pytest.approx(synthetic.area_share(masks))
+    # Signed (N, C, H, W) maps are scored on their absolute value summed over channels.
+    signed = torch.stack([-maps, maps], 1)
+    assert synthetic.pointing_game(signed, masks).tolist() == [0.75, 0.25, 0.0]
 
 
 def test_bad_input_is_explained():

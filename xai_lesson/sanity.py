@@ -103,30 +103,40 @@ def randomisation_cascade(model, x, stages=EFFICIENTNET_LITE0_CASCADE, generator
 
 
 def guided_backprop(model, x, target):
-    """Guided Backpropagation maps for the images ``x``, with pytorch-grad-cam.
+    """Guided Backpropagation maps for the images ``x``, with pytorch-grad-cam's guided ReLU.
 
     ``target`` is one class index or one per image. Returns a tensor shaped like ``x``.
     Guided Backpropagation lets only positive gradients flow back through each
     ReLU, where the ReLU's input was positive too. The model must use ``nn.ReLU``
     layers: call ``split_relu6`` first on a network built with ReLU6.
+
+    pytorch-grad-cam's ``GuidedBackpropReLUModel`` explains one image per call. This
+    swaps the ReLUs for the same library's ``GuidedBackpropReLUasModule`` (what that
+    class does inside) and runs ONE backward pass for the whole batch, of the sum of
+    each image's target logit. In eval mode the images do not interact and the guided
+    ReLU acts element by element, so each image's gradient is the one a separate call
+    gives (tests/test_sanity.py checks this against ``GuidedBackpropReLUModel``).
     """
-    from pytorch_grad_cam import GuidedBackpropReLUModel
+    from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUasModule
+    from pytorch_grad_cam.utils.find_layers import replace_all_layer_type_recursive
 
     validate.images(x, model)
     if not any(isinstance(m, nn.ReLU) for m in model.modules()):
         raise ValueError("the model has no nn.ReLU layer, so GuidedBackpropReLUModel would change nothing and "
                          "return the plain gradient. If it uses nn.ReLU6, call split_relu6(model) first.")
     targets = validate.class_indices(target, len(x))
-    # pytorch-grad-cam swaps the model's ReLUs, switches it to eval mode and accumulates gradients
-    # in its parameters: all of that is undone, after success or an error.
+    # The ReLUs are swapped for guided ones and the model is switched to eval mode: all of that is
+    # undone, after success or an error (kept_as_found restores the modules and the training flag).
     with validate.kept_as_found(model):
         model.eval()
         with torch.no_grad():
             validate.class_indices(targets, len(x), model(x[:1]).shape[-1])
-        guided = GuidedBackpropReLUModel(model, device="cpu")
-        maps = [torch.from_numpy(guided(x[i:i + 1].detach().clone(), int(targets[i]))).permute(2, 0, 1)
-                for i in range(len(x))]
-    return torch.stack(maps).to(x.dtype)
+        replace_all_layer_type_recursive(model, nn.ReLU, GuidedBackpropReLUasModule())
+        inputs = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            chosen = model(inputs).gather(1, targets.view(-1, 1)).sum()
+            (maps,) = torch.autograd.grad(chosen, inputs)
+    return maps.detach().to(x.dtype)
 
 
 def sobel_edges(images):

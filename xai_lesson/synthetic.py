@@ -9,7 +9,8 @@ the key patch, and the data set returns the patch's mask with every image.
 The scores compare an attribution map with that mask:
 
 * ``mass_inside``: the share of absolute attribution that falls inside the mask;
-* ``pointing_game``: whether the map's largest value lies inside the mask;
+* ``pointing_game``: whether the map's largest value lies inside the mask, counted
+  as the share of the tied largest values inside when several pixels tie;
 * ``area_share``: the share a uniform map would get, the chance level.
 
 ``FlatHeadCNN`` is a small CNN without global pooling, which can memorise
@@ -99,10 +100,23 @@ def mass_inside(maps, masks):
 
 
 def pointing_game(maps, masks):
-    """For each map, whether its largest absolute value falls inside the mask: a bool array (N,)."""
+    """For each map, whether its largest absolute value falls inside the mask: a float array (N,) in [0, 1].
+
+    A map often has several pixels tied at its largest value: every pixel of an
+    occlusion block gets the same score, and a map of zeros is tied everywhere.
+    ``argmax`` would take the first tied pixel in raster order (a block's top-left
+    corner), so the score would depend on where the tie sits, not on the map. Here a
+    hit counts the *share of the tied peak pixels* that lie inside the mask: 1 or 0
+    when the peak is unique, and, with ties, exactly the expected hit of breaking the
+    tie uniformly at random (with no seed to choose). A map of zeros therefore scores
+    the mask's area share, the chance level. Ties are exact equality: two values that
+    differ in their last bit are different values.
+    """
     maps, masks = _maps_and_masks(maps, masks)
-    peak = maps.flatten(1).argmax(1)
-    return masks.flatten(1).gather(1, peak.unsqueeze(1)).squeeze(1).numpy()
+    flat = maps.flatten(1)
+    peaks = flat == flat.amax(1, keepdim=True)                     # every pixel tied at the largest value
+    inside = (peaks & masks.flatten(1)).sum(1)
+    return (inside.double() / peaks.sum(1).double()).numpy()
 
 
 def area_share(masks):

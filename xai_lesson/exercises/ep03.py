@@ -112,46 +112,85 @@ def check_mass_inside(learner):
                 "magnitude = maps.abs().sum(dim=1); (magnitude * masks).flatten(1).sum(1) / magnitude.flatten(1).sum(1)")
 
 
+def tied_peaks_example():
+    """The crafted maps of ``patch_scoring_example`` plus one map whose peak is a 2 x 2 block of tied pixels,
+    as an occlusion map has: its top-left pixel, the one ``argmax`` takes, is outside the mask, and two of
+    the four tied pixels are inside. Image 4's map is all zeros, so every pixel ties."""
+    maps, masks = patch_scoring_example()
+    block = 0.3 * torch.randn(1, 3, 5, 7, generator=torch.Generator().manual_seed(4))
+    block[0, :, 1:3, 1:3] = 2.0                                      # a tied 2 x 2 peak, like one occlusion block
+    block_mask = torch.zeros(1, 5, 7, dtype=torch.bool)
+    block_mask[0, 1:3, 2:5] = True                                   # covers the block's right column only
+    return torch.cat([maps, block]), torch.cat([masks, block_mask])
+
+
+def _tied_shares(heat, masks):
+    """Share of each map's tied peak pixels inside its mask."""
+    flat, region = heat.flatten(1), masks.flatten(1)
+    peaks = flat == flat.amax(dim=1, keepdim=True)
+    return ((peaks & region).sum(1).double() / peaks.sum(1).double()).numpy()
+
+
+def _first_peak(heat, masks):
+    """Whether the first of the tied peak pixels (what argmax returns) is inside the mask."""
+    peak = heat.flatten(1).argmax(dim=1)
+    return masks.flatten(1)[torch.arange(len(peak)), peak].double().numpy()
+
+
+def _any_peak(heat, masks):
+    """Whether any of the tied peak pixels is inside the mask."""
+    flat = heat.flatten(1)
+    return ((flat == flat.amax(dim=1, keepdim=True)) & masks.flatten(1)).any(1).double().numpy()
+
+
 @exercise("3.2", "pointing_game", _reference_pointing_game,
-          "One answer per map: True where its largest absolute value lies inside the patch.",
+          "One score per map: the share of its tied peak pixels that lie inside the patch (1 or 0 for a unique peak).",
           returns=SHARES, fresh=_fresh_maps)
 def check_pointing_game(learner):
-    maps, masks = patch_scoring_example()
-    maps, masks = maps[:4], masks[:4]                                # an all-zero map has no peak
+    maps, masks = tied_peaks_example()
     result = learner(maps.clone(), masks.clone())
     if np.shape(result) == (masks.shape[1] * masks.shape[2],):
-        raise Wrong(f"it returns {masks.shape[1] * masks.shape[2]} answers, one per pixel: the argmax runs "
-                    "over the maps (dim 0)", "flatten each map with .flatten(1) and take .argmax(dim=1)")
+        raise Wrong(f"it returns {masks.shape[1] * masks.shape[2]} answers, one per pixel: the peak runs "
+                    "over the maps (dim 0)", "flatten each map with .flatten(1) and reduce over dim 1")
     got = _numpy_result(result, len(maps))
     want = np.asarray(_reference_pointing_game(maps, masks), dtype=np.float64)
-    if not set(np.unique(got)) <= {0.0, 1.0}:
-        raise Wrong("it returns numbers other than True and False, maybe the peaks' positions",
-                    "look each peak up in its mask: masks.flatten(1)[torch.arange(n), peak]")
+    if not (np.all(np.isfinite(got)) and got.min() >= 0 and got.max() <= 1):
+        raise Wrong("it returns numbers outside 0 to 1, maybe the peaks' positions",
+                    "look the peak pixels up in their mask: (peaks & masks.flatten(1)).sum(dim=1)")
     if close(got, want):
-        if not (want.any() and not want.all()):
-            raise AssertionError("the check's example needs hits and misses")
+        if not (np.any(want == 1) and np.any(want == 0) and np.any((want > 0) & (want < 1))):
+            raise AssertionError("the check's example needs hits, misses and a shared tie")
         return
-
-    def hits(heat):
-        peak = heat.flatten(1).argmax(dim=1)
-        return masks.flatten(1)[torch.arange(len(peak)), peak].double().numpy()
 
     signed = maps.sum(dim=1)
     everywhere = _magnitude(maps).flatten().argmax() % (masks.shape[1] * masks.shape[2])
-    mistakes = [
-        (hits(signed), "it looks for the largest signed value, so it misses a strong negative peak",
-         "take absolute values, maps.abs(), before the argmax: a large negative attribution is a peak too"),
-        (hits(signed.abs()), "it adds the colour channels before taking absolute values, so they cancel",
+    heats = [
+        (_magnitude(maps), None, None),
+        (signed, "it looks for the largest signed value, so it misses a strong negative peak",
+         "take absolute values, maps.abs(), before you look for the peak: a large negative attribution is a peak too"),
+        (signed.abs(), "it adds the colour channels before taking absolute values, so they cancel",
          "take the absolute value of each channel first, then sum over the channels: maps.abs().sum(dim=1)"),
-        (1 - want, "it says True where the peak is outside the patch",
-         "`masks` is True inside the patch: a hit is a peak where the mask is True"),
-        (masks.flatten(1)[:, everywhere].double().numpy(), "it takes one peak for the whole batch",
-         "take one peak per map: magnitude.flatten(1).argmax(dim=1)"),
-        (hits(maps.abs().amax(dim=1)), "it takes the largest channel at each pixel, not the sum over the channels",
+        (maps.abs().amax(dim=1), "it takes the largest channel at each pixel, not the sum over the channels",
          "sum the absolute values over the channels: maps.abs().sum(dim=1)"),
     ]
+    tie_what = ("it takes the first of the tied peak pixels (what argmax returns), so a tied peak counts as a hit "
+                "or a miss depending on where the tie starts")
+    tie_hint = ("mark every pixel equal to the map's largest value, peaks = magnitude == magnitude.amax(dim=1, "
+                "keepdim=True), and return the share of them inside the mask")
+    mistakes = [
+        (1 - want, "it gives the share of the tied peak pixels outside the patch",
+         "`masks` is True inside the patch: count the peak pixels where the mask is True"),
+        (masks.flatten(1)[:, everywhere].double().numpy(),
+         "it takes one peak for the whole batch", "find one peak per map: reduce over dim 1 of magnitude.flatten(1)"),
+        (_first_peak(_magnitude(maps), masks), tie_what, tie_hint),
+        (_any_peak(_magnitude(maps), masks), "it counts a hit when any of the tied peak pixels is inside the patch",
+         "divide the number of tied peak pixels inside by the number of tied peak pixels"),
+    ]
+    for heat, what, hint in heats[1:]:
+        mistakes += [(_tied_shares(heat, masks), what, hint), (_first_peak(heat, masks), what, hint)]
     for candidate, what, hint in mistakes:
         if close(got, candidate):
             raise Wrong(what, hint)
-    raise Wrong("the hits differ from the reference",
-                "peak = maps.abs().sum(dim=1).flatten(1).argmax(dim=1); masks.flatten(1)[torch.arange(n), peak]")
+    raise Wrong("the scores differ from the reference",
+                "magnitude = maps.abs().sum(dim=1).flatten(1); peaks = magnitude == magnitude.amax(dim=1, keepdim=True); "
+                "(peaks & masks.flatten(1)).sum(dim=1) / peaks.sum(dim=1)")
