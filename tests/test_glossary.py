@@ -23,7 +23,7 @@ TERMS = {
     "02-saliency-maps": ["saliency map", "attribution map", "logit", "gradient", "gradient × input", "SmoothGrad",
                          "Integrated Gradients", "baseline", "completeness", "saturat", "occlusion",
                          "class-discriminative", "leave-one-out", "input invariance", "plausibility", "faithful",
-                         "midpoint rule", "trapezoid rule", "Gauss–Legendre"],
+                         "midpoint rule", "trapezoid rule", "Gauss–Legendre", "permutation test"],
     "03-evaluating-saliency": ["cascading randomisation", "Spearman rank correlation", "pointing game",
                                "model-randomisation test", "Guided Backpropagation", "stem", "Sobel filter",
                                "live", "logit spread", "data-randomisation test", "BatchNorm",

@@ -155,6 +155,13 @@ def test_completeness_curve_matches_separate_runs():
             assert abs(saliency.completeness(model, x, 1, ig)["relative_error"].item() - error) < 1e-4, (power, n)
         assert torch.allclose(attributions, saliency.integrated_gradients(model, x, 1, steps=8, rule="trapezoid",
                                                                           path_power=power), atol=1e-6)
+        _, maps = saliency.completeness_curve(model, x, 1, steps=(2, 4, 8), path_power=power, batch_size=3,
+                                              all_maps=True)
+        assert sorted(maps) == [2, 4, 8]
+        for n, attribution in maps.items():  # every map equals a separate run with that many steps
+            assert torch.allclose(attribution, saliency.integrated_gradients(model, x, 1, steps=n, rule="trapezoid",
+                                                                             path_power=power), atol=1e-6), (power, n)
+        assert not torch.allclose(maps[2], maps[8], atol=1e-6)  # the check is live: the maps differ
     with pytest.raises(ValueError, match="divide the largest"):
         saliency.completeness_curve(model, x, 1, steps=(3, 8))
     with pytest.raises(ValueError, match="takes one input"):

@@ -227,7 +227,8 @@ def integrated_gradients(model, x, target, baseline=None, steps=50, batch_size=N
     return weighted_sum * difference
 
 
-def completeness_curve(model, x, target, steps=(4, 8, 16, 32), baseline=None, path_power=1, batch_size=None):
+def completeness_curve(model, x, target, steps=(4, 8, 16, 32), baseline=None, path_power=1, batch_size=None,
+                       all_maps=False):
     """IG's completeness error for several numbers of steps, from one set of gradients.
 
     Uses the trapezoid rule, whose points for ``n`` steps are among those for
@@ -239,6 +240,9 @@ def completeness_curve(model, x, target, steps=(4, 8, 16, 32), baseline=None, pa
     Returns ``(errors, attributions)``: a dict from each number of steps to the
     relative completeness error |sum(IG) - (f(x) - f(baseline))| / |f(x) - f(baseline)|,
     and the IG attributions for ``max(steps)`` (trapezoid rule, same ``path_power``).
+    With ``all_maps=True`` the second item is instead a dict from each number of
+    steps to its IG attributions, from the same gradients (at no extra cost), so that
+    one can check whether the map itself has stopped changing, not only its sum.
     """
     target = _check_inputs(model, x, target)
     if x.shape[0] != 1:
@@ -256,8 +260,8 @@ def completeness_curve(model, x, target, steps=(4, 8, 16, 32), baseline=None, pa
     alphas = u ** path_power
     slopes = path_power * u ** (path_power - 1)  # d alpha / d u
     along_path = torch.zeros(finest + 1, dtype=torch.float64)
-    gradient_sum = torch.zeros_like(x)
-    _, finest_weights = _rule_points(finest, "trapezoid")
+    gradient_sums = {n: torch.zeros_like(x) for n in steps}
+    rule_weights = {n: _rule_points(n, "trapezoid")[1] for n in steps}
     size = batch_size or finest + 1
     for start in range(0, finest + 1, size):
         chunk = alphas[start:start + size].to(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
@@ -266,17 +270,25 @@ def completeness_curve(model, x, target, steps=(4, 8, 16, 32), baseline=None, pa
             scores = _scores(model, points, target.expand(len(points)))
             (grad,) = torch.autograd.grad(scores.sum(), points)
         along_path[start:start + len(points)] = (grad * difference).reshape(len(points), -1).sum(1).to(torch.float64)
-        chunk_weights = (finest_weights * slopes)[start:start + size].to(x.dtype).reshape(chunk.shape)
-        gradient_sum += (chunk_weights * grad).sum(0, keepdim=True)
+        for n in (steps if all_maps else [finest]):
+            every = finest // n
+            index = torch.arange(start, start + len(points))
+            on_grid = index % every == 0
+            if not bool(on_grid.any()):
+                continue
+            weights = torch.zeros(len(points), dtype=torch.float64)
+            weights[on_grid] = rule_weights[n][index[on_grid] // every] * slopes[index[on_grid]]
+            gradient_sums[n] += (weights.to(x.dtype).reshape(chunk.shape) * grad).sum(0, keepdim=True)
     with torch.no_grad():
         delta = (_scores(model, x, target) - _scores(model, baseline, target)).to(torch.float64).item()
     errors = {}
     for n in steps:
         every = finest // n
-        _, weights = _rule_points(n, "trapezoid")
-        total = (weights * slopes[::every] * along_path[::every]).sum().item()
+        total = (rule_weights[n] * slopes[::every] * along_path[::every]).sum().item()
         errors[n] = abs(total - delta) / abs(delta)
-    return errors, gradient_sum * difference
+    if all_maps:
+        return errors, {n: gradient_sums[n] * difference for n in steps}
+    return errors, gradient_sums[finest] * difference
 
 
 @torch.no_grad()
