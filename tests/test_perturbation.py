@@ -207,6 +207,31 @@ def test_word_gradient_sums_the_pieces_of_each_word(tiny_classifier):
         P.word_gradient_x_input(linear_predict_proba, words, target=1)
 
 
+def test_plain_word_gradient_is_minus_the_position_and_segment_term(tiny_classifier):
+    """The embedding LayerNorm ignores a rescaling of word + position + segment, so the
+    gradient is orthogonal to that sum: plain gradient x input is -g . (position + segment)."""
+    words = ["an", "unwatchably", "good", "film"]
+    plain = P.word_gradient_x_input(tiny_classifier, words, target=1)
+    with_pad = P.word_gradient_x_input(tiny_classifier, words, target=1, baseline="pad")
+    batch = tiny_classifier.tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    embeddings = tiny_classifier.word_embeddings(batch["input_ids"]).requires_grad_(True)
+    logit = tiny_classifier(inputs_embeds=embeddings, attention_mask=batch["attention_mask"])[0, 1]
+    (gradient,) = torch.autograd.grad(logit, embeddings)
+    layer = tiny_classifier.encoder.embeddings
+    rest = layer.position_embeddings.weight[:embeddings.shape[1]] + layer.token_type_embeddings.weight[0]
+    pad = tiny_classifier.word_embeddings(torch.tensor([tiny_classifier.tokenizer.pad_token_id]))
+    word_ids = batch.word_ids(0)
+    per_token_rest = (gradient[0] * rest).sum(-1).detach().numpy()
+    per_token_pad = (gradient[0] * (embeddings[0] - pad)).sum(-1).detach().numpy()
+    for w in range(len(words)):
+        pieces = [i for i, x in enumerate(word_ids) if x == w]
+        assert plain[w] == pytest.approx(-per_token_rest[pieces].sum(), abs=1e-5)
+        assert with_pad[w] == pytest.approx(per_token_pad[pieces].sum(), abs=1e-5)
+    assert np.abs(plain).max() > 1e-3  # the identity is not 0 = 0
+    with pytest.raises(ValueError, match="baseline"):
+        P.word_gradient_x_input(tiny_classifier, words, target=1, baseline="zero")
+
+
 def test_hotflip_reports_what_the_model_says_about_the_edited_text(tiny_classifier):
     results = [P.hotflip(tiny_classifier, text, max_edits=3, n_candidates=5)
                for text in ["the plot is thin and the jokes fall flat",

@@ -318,20 +318,33 @@ def _check_classifier(classifier):
                             "(xai_lesson.text_classifier.build_sentiment_classifier).")
 
 
-def word_gradient_x_input(classifier, words, target):
+def word_gradient_x_input(classifier, words, target, baseline=None):
     """Gradient x input at the word embeddings, summed over the embedding dimension
-    and over the word pieces of each word: one score per word."""
+    and over the word pieces of each word: one score per word.
+
+    With ``baseline=None`` this is g . e, the plain formulation. On MiniLM (and any
+    BERT-style encoder) it is degenerate: the embedding LayerNorm ignores a rescaling of
+    its input e + position + segment, so g . (e + position + segment) = 0 and g . e is
+    just -g . (position + segment). With ``baseline="pad"`` it is g . (e - e_[PAD]),
+    the first-order estimate of replacing each word piece by ``[PAD]`` (the baseline of
+    ``word_integrated_gradients``).
+    """
     from xai_lesson.text_classifier import MAX_TOKENS
 
     _check_classifier(classifier)
     words = _check_words(words)
     validate.class_index(target, len(classifier.labels))
+    if baseline not in (None, "pad"):
+        raise ValueError(f"baseline must be None (plain gradient x input) or 'pad', got {baseline!r}.")
     batch = classifier.tokenizer(words, is_split_into_words=True, truncation=True, max_length=MAX_TOKENS,
                                  return_tensors="pt")
     embeddings = classifier.word_embeddings(batch["input_ids"]).detach().requires_grad_(True)
     logits = classifier(inputs_embeds=embeddings, attention_mask=batch["attention_mask"])
     (gradient,) = torch.autograd.grad(logits[0, target], embeddings)
-    return _per_word((gradient * embeddings).sum(-1)[0].detach().numpy(), batch, words)
+    difference = embeddings.detach()
+    if baseline == "pad":
+        difference = difference - classifier.word_embeddings(torch.tensor([classifier.tokenizer.pad_token_id])).detach()
+    return _per_word((gradient * difference).sum(-1)[0].detach().numpy(), batch, words)
 
 
 def _per_word(per_token, batch, words):
