@@ -142,3 +142,82 @@ def test_flip_rates_equal_flip_rate_one_prefix_at_a_time():
         [flip_rate(predict_proba, texts, 1, p) for p in prefixes] == [1 / 3, 1.0, 1 / 3, 1.0]
     with pytest.raises(TypeError, match="wrap it"):
         A.flip_rates(predict_proba, texts, 1, "bad")
+
+
+def _bad_flips(texts):  # "bad" anywhere flips to class 0, "dull" flips half the texts
+    p = np.array([0.9 if "bad" in t else 0.6 if ("dull" in t and len(t) % 2) else 0.2 for t in texts])
+    return np.stack([p, 1 - p], 1)
+
+
+def test_ablate_trigger_draws_random_triggers_of_each_length():
+    texts = ["a fine film", "a good cast", "lovely acting", "great fun"]
+    words = ["dull", "film", "cast", "plot", "bad"]
+    ablation = A.ablate_trigger(_bad_flips, texts, 1, ["bad", "dull"], words, n_random=6, seed=1, drop=["bad"],
+                                random_lengths=[1, 2])
+    assert set(ablation.random_by_length) == {1, 2}
+    assert all(len(r) == 6 for r in ablation.random_by_length.values())
+    assert np.array_equal(ablation.random_rates, ablation.random_by_length[2])
+    assert all(len(t.split()) == 2 for t in ablation.random_triggers)
+    assert ablation.words["bad"] == 1.0 and ablation.trigger == 1.0
+    assert ablation.percentile(0.5, length=1) == np.mean(ablation.random_by_length[1] < 0.5)
+    default = A.ablate_trigger(_bad_flips, texts, 1, ["bad", "dull"], words, n_random=6, seed=1)
+    assert set(default.random_by_length) == {2}
+    with pytest.raises(ValueError, match="random_lengths"):
+        A.ablate_trigger(_bad_flips, texts, 1, ["bad"], words, random_lengths=[1, 1])
+
+
+def test_directional_changes_give_the_sign_the_failures_hide():
+    pairs = [("a fine film", "a fine film bad"), ("a fine film", "a dull film")]
+    change = A.directional_changes(_bad_flips, pairs)
+    assert change[0] == pytest.approx(-0.7)
+    assert np.array_equal(A.directional_failures(_bad_flips, pairs, "up"), change < -0.1)
+    # a move the wrong way within the tolerance passes the test, but its sign is still negative
+    assert not A.directional_failures(_bad_flips, [("a fine film", "a fine film")], "down", tolerance=0.1)[0]
+
+
+class TinyClassifier(torch.nn.Module):
+    """Mean of word embeddings -> 2 logits; 'bad' and 'awful' push to class 0."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import BertTokenizerFast
+        import tempfile, os
+        self.words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "fine", "film", "movie", "bad", "awful", "plot", "cast"]
+        folder = tempfile.mkdtemp()
+        with open(os.path.join(folder, "vocab.txt"), "w") as f:
+            f.write("\n".join(self.words))
+        self.tokenizer = BertTokenizerFast(os.path.join(folder, "vocab.txt"))
+        table = torch.zeros(len(self.words), 3)
+        for w, row in {"good": [1, 0, 0], "fine": [1, .2, 0], "film": [0, 1, 0], "movie": [0, 1, .1],
+                       "bad": [-1, 0, 0], "awful": [-1, 0, .2], "plot": [0, 0, 1], "cast": [0, .1, 1]}.items():
+            table[self.words.index(w)] = torch.tensor(row)
+        self.embedding = torch.nn.Embedding.from_pretrained(table)
+        self.encoder = type("E", (), {"get_input_embeddings": lambda _: self.embedding})()
+        self.labels = ["negative", "positive"]
+
+    def encode(self, texts):
+        batch = self.tokenizer(texts, padding=True, return_tensors="pt")
+        return batch["input_ids"], batch["attention_mask"]
+
+    def word_embeddings(self, ids):
+        return self.embedding(ids)
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        e = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
+        x = (e * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdim=True)
+        return torch.stack([-4 * x[:, 0], 4 * x[:, 0]], -1)
+
+
+def test_random_swaps_respect_the_similarity_constraint():
+    classifier = TinyClassifier()
+    vocabulary = torch.arange(4, len(classifier.words))
+    ids = classifier.tokenizer.convert_tokens_to_ids
+    p0, after = A.random_swaps(classifier, "good film", vocabulary, min_similarity=0.95, n_trials=8, seed=0)
+    # 'good' may only become 'fine' (cosine 0.98) and 'film' only 'movie' (0.995): the prediction barely moves
+    assert len(after) == 8 and p0 > 0.5 and np.all(after > 0.5)
+    _, free = A.random_swaps(classifier, "good film", vocabulary, n_trials=50, seed=0)
+    assert free.min() < 0.5, "without the constraint some random swap brings in 'bad' or 'awful'"
+    again = A.random_swaps(classifier, "good film", vocabulary, n_trials=50, seed=0)[1]
+    assert np.array_equal(free, again)
+    _, none = A.random_swaps(classifier, "good film", torch.tensor([ids("plot")]), min_similarity=0.9)
+    assert len(none) == 0, "no allowed word at any position: no trial"

@@ -152,8 +152,8 @@ def test_a_list_and_a_tensor_get_the_same_hint_where_a_numpy_array_is_asked_for(
     assert hint == as_tensor.split("Hint: ")[1] and "end with .numpy()" in hint, (as_list, as_tensor)
 
 
-def test_flip_rate_as_a_string_is_refused(capsys):
-    check = exercises.check_flip_rate
+def test_flipped_share_as_a_string_is_refused(capsys):
+    check = exercises.check_flipped_share
     assert_not_right(check, lambda *a: f"{check.reference(*a):.6f}", capsys, "it returns a str, not one number")
 
 

@@ -844,9 +844,9 @@ def test_swap_estimate_reference_is_the_real_change_for_a_linear_score():
         assert torch.isclose(estimate[i, v], (w * swapped).sum() - (w * e).sum(), atol=1e-5)
 
 
-def flip_rate_mistake(kind):
-    """flip_rate, with one mistake switched on."""
-    def flip_rate(labels, original, attacked):
+def flipped_share_mistake(kind):
+    """flipped_share, with one mistake switched on."""
+    def flipped_share(labels, original, attacked):
         labels, original, attacked = np.asarray(labels), np.asarray(original), np.asarray(attacked)
         right, changed = original == labels, attacked != original
         return {"count": lambda: changed[right].sum(),
@@ -855,7 +855,7 @@ def flip_rate_mistake(kind):
                 "true label": lambda: (attacked != labels).mean(),
                 "accuracy drop": lambda: right.mean() - (attacked == labels).mean(),
                 "unchanged": lambda: (~changed[right]).mean()}[kind]()
-    return flip_rate
+    return flipped_share
 
 
 @pytest.mark.parametrize("kind, hint", [
@@ -866,17 +866,17 @@ def flip_rate_mistake(kind):
     ("accuracy drop", "count flips among the texts predicted correctly before the attack"),
     ("unchanged", "count the predictions that changed, attacked != original"),
 ])
-def test_flip_rate_catches(kind, hint, capsys):
-    assert_wrong(exercises.check_flip_rate, flip_rate_mistake(kind), hint, capsys)
+def test_flipped_share_catches(kind, hint, capsys):
+    assert_wrong(exercises.check_flipped_share, flipped_share_mistake(kind), hint, capsys)
 
 
-def test_flip_rate_catches_an_answer_right_only_on_the_first_case(capsys):
-    assert_wrong(exercises.check_flip_rate, lambda labels, original, attacked: 4 / 7, "count the texts whose "
+def test_flipped_share_catches_an_answer_right_only_on_the_first_case(capsys):
+    assert_wrong(exercises.check_flipped_share, lambda labels, original, attacked: 4 / 7, "count the texts whose "
                  "prediction changed", capsys)
-    assert_wrong(exercises.check_flip_rate, lambda labels, original, attacked: [0.5, 0.5], "one number", capsys)
+    assert_wrong(exercises.check_flipped_share, lambda labels, original, attacked: [0.5, 0.5], "one number", capsys)
 
 
-def test_flip_rate_reference_agrees_with_the_packages_flip_rate():
+def test_flipped_share_reference_agrees_with_the_packages_flip_rate():
     """On texts all predicted correctly, the share of flips is perturbation.flip_rate's."""
     from xai_lesson.perturbation import flip_rate
 
@@ -884,8 +884,8 @@ def test_flip_rate_reference_agrees_with_the_packages_flip_rate():
     before = exercises.toy_predict_proba(texts).argmax(1)
     positive = [t for t, p in zip(texts, before) if p == 2]
     after = exercises.toy_predict_proba([f"bad {t}" for t in positive]).argmax(1)
-    ours = exercises.check_flip_rate.reference(np.full(len(positive), 2), np.full(len(positive), 2), after)
+    ours = exercises.check_flipped_share.reference(np.full(len(positive), 2), np.full(len(positive), 2), after)
     assert 0 < ours < 1, "the toy case must flip some texts and not others"
     assert ours == flip_rate(exercises.toy_predict_proba, positive, 2, prefix="bad")
     with pytest.raises(ValueError, match="nothing to flip"):
-        exercises.check_flip_rate.reference([0, 1], [1, 0], [1, 0])
+        exercises.check_flipped_share.reference([0, 1], [1, 0], [1, 0])

@@ -274,6 +274,12 @@ ROWS = [
         ValueError, "tolerance"),
     Row(attacks.directional_failures, lambda: attacks.directional_failures(T.three_class_proba, [SNIPPETS], "up"),
         ValueError, "two-class"),
+    Row(attacks.directional_changes, lambda: attacks.directional_changes(T.three_class_proba, [SNIPPETS]),
+        ValueError, "two-class"),
+    Row(attacks.random_swaps, lambda: attacks.random_swaps(T.classifier(), "a fine film", [-1]), ValueError,
+        "vocabulary"),
+    Row(attacks.random_swaps, lambda: attacks.random_swaps(T.classifier(), "a fine film", [0], min_similarity=2),
+        ValueError, "min_similarity"),
     Row(attacks.parse_occupation_statistics, lambda: attacks.parse_occupation_statistics("a,b\n1,2\n"), ValueError,
         "header"),
     # perturbation

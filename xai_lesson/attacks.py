@@ -98,42 +98,60 @@ def cosine_similarity(table, ids_a, ids_b):
 @dataclass
 class TriggerAblation:
     """Flip rates of a trigger, of each of its words, of the trigger without some words,
-    and of random triggers of the same length."""
+    and of random triggers: ``random_rates`` for random triggers as long as the trigger,
+    ``random_by_length[n]`` for random triggers of ``n`` words."""
 
     trigger: float
     words: dict
     without: dict
     random_triggers: list
     random_rates: np.ndarray
+    random_by_length: dict = None
 
-    def percentile(self, rate):
-        """Share of the random triggers that flip fewer texts than ``rate``."""
-        return float(np.mean(self.random_rates < rate))
+    def percentile(self, rate, length=None):
+        """Share of the random triggers (of ``length`` words; default the trigger's length)
+        that flip fewer texts than ``rate``."""
+        rates = self.random_rates if length is None else self.random_by_length[length]
+        return float(np.mean(rates < rate))
 
 
-def ablate_trigger(predict_proba, texts, label, tokens, vocabulary_tokens, n_random=20, seed=0, drop=()):
+def ablate_trigger(predict_proba, texts, label, tokens, vocabulary_tokens, n_random=20, seed=0, drop=(),
+                   random_lengths=None):
     """Flip rates for a trigger (a list of words), each word alone, the trigger without
-    each word in ``drop``, and ``n_random`` random triggers of the same length drawn from
-    ``vocabulary_tokens`` with ``numpy.random.default_rng(seed)``."""
+    each word in ``drop``, and ``n_random`` random triggers of each length in
+    ``random_lengths`` (default: the trigger's length only), drawn from
+    ``vocabulary_tokens`` with ``numpy.random.default_rng(seed)``.
+
+    Compare each part of the trigger with random triggers of its own length: a word
+    alone with random single words, the trigger without one word with random triggers
+    one word shorter. Everything is scored in one call to ``predict_proba``."""
     if isinstance(tokens, str) or len(tokens) < 1:
         raise ValueError(f"tokens must be a list of the trigger's words, got {tokens!r}.")
     missing = [w for w in drop if w not in tokens]
     if missing:
         raise ValueError(f"cannot drop {missing}: they are not in the trigger {tokens!r}.")
     validate.count(n_random, "n_random (a spread needs several random triggers)", minimum=2)
+    lengths = [len(tokens)] if random_lengths is None else list(random_lengths)
+    if not lengths or not all(validate.is_int(n) and n >= 1 for n in lengths) or len(set(lengths)) < len(lengths):
+        raise ValueError(f"random_lengths must be distinct whole numbers of words, at least 1, got {random_lengths!r}.")
     vocabulary_tokens = list(vocabulary_tokens)
     validate.not_empty(len(vocabulary_tokens), "vocabulary_tokens", "pass the words random triggers are drawn from.")
     rng = np.random.default_rng(seed)
-    random_triggers = [" ".join(vocabulary_tokens[i] for i in rng.choice(len(vocabulary_tokens), len(tokens)))
-                       for _ in range(n_random)]
+    random_triggers = {n: [" ".join(vocabulary_tokens[i] for i in rng.choice(len(vocabulary_tokens), n))
+                           for _ in range(n_random)] for n in lengths}
     without = [" ".join(t for t in tokens if t != w) for w in drop]
-    rates = flip_rates(predict_proba, texts, label, [" ".join(tokens), *tokens, *without, *random_triggers])
+    drawn = [t for n in lengths for t in random_triggers[n]]
+    rates = flip_rates(predict_proba, texts, label, [" ".join(tokens), *tokens, *without, *drawn])
+    start = 1 + len(tokens) + len(drop)
+    by_length = {n: np.array(rates[start + k * n_random:start + (k + 1) * n_random]) for k, n in enumerate(lengths)}
+    own = len(tokens) if len(tokens) in by_length else lengths[0]
     return TriggerAblation(
         trigger=rates[0],
         words=dict(zip(tokens, rates[1:1 + len(tokens)])),
-        without=dict(zip(drop, rates[1 + len(tokens):1 + len(tokens) + len(drop)])),
-        random_triggers=random_triggers,
-        random_rates=np.array(rates[1 + len(tokens) + len(drop):]))
+        without=dict(zip(drop, rates[1 + len(tokens):start])),
+        random_triggers=random_triggers[own],
+        random_rates=by_length[own],
+        random_by_length=by_length)
 
 
 def flip_rates(predict_proba, texts, label, prefixes):
@@ -216,16 +234,22 @@ def invariance_failures(predict_proba, pairs, tolerance=None):
     return failed
 
 
-def directional_failures(predict_proba, pairs, direction, tolerance=0.1):
-    """Directional expectation test: the edit must not move p(class 1) against ``direction``
-    ("up" or "down") by more than ``tolerance``."""
-    if direction not in ("up", "down"):
-        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}.")
-    validate.number(tolerance, "tolerance (a change of p(class 1))", minimum=0)
+def directional_changes(predict_proba, pairs):
+    """Change of p(class 1) from the original to the edited text of each (original, edited) pair."""
     pairs = _pairs(pairs)
     texts = [t for pair in pairs for t in pair]
     p = validate.binary_probabilities(predict_proba(texts), len(texts))[:, 1].reshape(len(pairs), 2)
-    change = p[:, 1] - p[:, 0]
+    return p[:, 1] - p[:, 0]
+
+
+def directional_failures(predict_proba, pairs, direction, tolerance=0.1):
+    """Directional expectation test: the edit must not move p(class 1) against ``direction``
+    ("up" or "down") by more than ``tolerance``. A smaller move the wrong way passes:
+    count the sign of ``directional_changes`` to see how many moved the right way."""
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}.")
+    validate.number(tolerance, "tolerance (a change of p(class 1))", minimum=0)
+    change = directional_changes(predict_proba, pairs)
     return change < -tolerance if direction == "up" else change > tolerance
 
 
@@ -275,3 +299,59 @@ def load_occupation_statistics():
     """
     path = data.verified_file(OCCUPATIONS_CSV)
     return parse_occupation_statistics(path.read_text(encoding="utf-8"), source=f"data/{OCCUPATIONS_CSV}")
+
+
+# ---------------------------------------------------------------------------
+# A random-swap baseline under an attack's constraints
+# ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3, n_trials=30, seed=0):
+    """p(predicted class) after each of ``n_trials`` random edits of ``text``: the baseline
+    for ``perturbation.hotflip`` under the same constraints.
+
+    Each trial swaps ``max_edits`` distinct positions (or as many as can be edited),
+    drawn at random among the positions ``hotflip`` may edit (single-token alphabetic
+    whole words), each for a word drawn at random from ``vocabulary`` among those whose
+    input embedding has cosine similarity of at least ``min_similarity`` with the
+    original word (all of ``vocabulary`` if None), never the word itself. A position with
+    no allowed word is never chosen. The draws use ``numpy.random.default_rng(seed)``.
+
+    Returns (p before, array of p after each trial). With ``n_trials`` equal to the
+    number of candidates ``hotflip`` tries (``max_edits * n_candidates``), the
+    baseline has the same number of model calls as the attack.
+    """
+    from xai_lesson.perturbation import _check_classifier, _editable_positions
+
+    _check_classifier(classifier)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("text must be a non-empty string: attack one text at a time.")
+    validate.count(max_edits, "max_edits")
+    validate.count(n_trials, "n_trials")
+    if min_similarity is not None and not (isinstance(min_similarity, (int, float)) and -1 <= min_similarity <= 1):
+        raise ValueError(f"min_similarity must be None or a cosine similarity from -1 to 1, got {min_similarity!r}.")
+    table = classifier.encoder.get_input_embeddings().weight.detach()
+    vocabulary = validate.token_ids(vocabulary, len(table), "vocabulary")
+    ids, mask = classifier.encode([text])
+    first = classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0]
+    label = int(first.argmax())
+    positions = _editable_positions(classifier.tokenizer, ids[0])
+    allowed = {}
+    if positions:
+        originals = torch.nn.functional.normalize(table[ids[0, positions]], dim=-1)
+        similarity = originals @ torch.nn.functional.normalize(table[vocabulary], dim=-1).T
+        ok = vocabulary[None, :] != ids[0, positions][:, None]
+        if min_similarity is not None:
+            ok &= similarity >= min_similarity
+        allowed = {p: vocabulary[row] for p, row in zip(positions, ok) if row.any()}
+    if not allowed:
+        return float(first[label]), np.array([])
+    rng = np.random.default_rng(seed)
+    editable = sorted(allowed)
+    trials = ids.repeat(n_trials, 1)
+    for t in range(n_trials):
+        for p in rng.choice(editable, min(max_edits, len(editable)), replace=False):
+            words = allowed[int(p)]
+            trials[t, p] = words[rng.integers(len(words))]
+    after = classifier(input_ids=trials, attention_mask=mask.repeat(n_trials, 1)).softmax(-1)[:, label]
+    return float(first[label]), after.numpy().astype(float)

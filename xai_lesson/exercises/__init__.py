@@ -33,7 +33,7 @@ from .ep02 import check_integrated_gradients_by_hand, check_vanilla_gradient, ti
 from .ep03 import check_mass_inside, check_pointing_game, patch_scoring_example  # noqa: F401
 from .ep04 import check_activations_and_gradients, check_gradcam_map, check_gradcam_weights, tiny_cnn  # noqa: F401
 from .ep05 import check_leave_one_out, check_lime_kernel, toy_predict_proba  # noqa: F401
-from .ep06 import check_flip_rate, check_swap_estimate  # noqa: F401
+from .ep06 import check_flipped_share, check_swap_estimate  # noqa: F401
 from .ep07 import check_control_labels, check_masked_mean_pool  # noqa: F401
 from .ep08 import check_restore_hook, check_restored_logits, toy_language_model  # noqa: F401
 from .ep09 import check_normalised_recovery, check_patched_logits, toy_token_model  # noqa: F401

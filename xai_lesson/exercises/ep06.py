@@ -69,7 +69,7 @@ def check_swap_estimate(learner):
                     "gradient @ candidate_embeddings.T - (gradient * embeddings).sum(-1, keepdim=True)")
 
 
-def _reference_flip_rate(labels, original, attacked):
+def _reference_flipped_share(labels, original, attacked):
     labels, original, attacked = (np.asarray(a) for a in (labels, original, attacked))
     right = original == labels
     if not right.any():
@@ -89,16 +89,16 @@ SHARE = Returns("one number", lambda v: isinstance(v, numbers.Real) and not isin
                 "return one share, a float between 0 and 1")
 
 
-@exercise("6.2", "flip_rate", _reference_flip_rate,
+@exercise("6.2", "flipped_share", _reference_flipped_share,
           "The share of the correctly predicted texts whose prediction the attack changed.",
           returns=SHARE, fresh=_fresh_predictions)
-def check_flip_rate(learner):
+def check_flipped_share(learner):
     # Three classes, ten texts: 7 predicted correctly, of which the attack flips 4; of the 3
     # already wrong, one is "fixed" by the attack (text 6) and two stay wrong.
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
     original = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 0])
     attacked = np.array([1, 0, 2, 1, 0, 1, 1, 2, 0, 0])
-    want = _reference_flip_rate(labels, original, attacked)                # 4 / 7
+    want = _reference_flipped_share(labels, original, attacked)                # 4 / 7
     value = float(learner(labels.copy(), original.copy(), attacked.copy()))
     if abs(value - want) < 1e-6:
         # A second case, in which every text was right before the attack and half flip.
