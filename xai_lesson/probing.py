@@ -453,8 +453,11 @@ def nullspace_projection(directions):
 
     P = I - Q Q^T, where the columns of Q are an orthonormal basis of the directions'
     span. Projecting out a linear probe's direction(s) makes that probe's output
-    constant: this is iterative nullspace projection (INLP; Ravfogel et al. 2020)
-    with one step, or amnesic probing (Elazar et al. 2021) in its simplest form.
+    constant: one step of iterative nullspace projection (INLP; Ravfogel et al. 2020),
+    a single-direction ablation. A new probe can often still read the property.
+    Amnesic probing (Elazar et al. 2021) iterates: fit a probe on ``x @ P``, add its
+    direction (taken inside the remaining space, ``direction @ P``) to
+    ``directions``, rebuild P, until a fresh probe is near chance.
     """
     directions = np.atleast_2d(np.asarray(directions, dtype=np.float64))
     if directions.ndim != 2 or directions.shape[0] > directions.shape[1]:
