@@ -254,13 +254,20 @@ def _staircase(layers, active, templates, fills):
             return _with_hidden(output, hidden)
         return layer_forward
 
+    # A layer may already carry its own ``forward`` attribute (accelerate's hooks on a model loaded with
+    # ``device_map`` wrap it this way): keep it, wrap it, and put exactly it back afterwards.
+    missing = object()
+    previous = [layer.__dict__.get("forward", missing) for layer in layers]
     try:
         for index, layer in enumerate(layers):
             layer.forward = wrap(index, layer.forward)
         yield
     finally:
-        for layer in layers:
-            layer.__dict__.pop("forward", None)
+        for layer, before in zip(layers, previous):
+            if before is missing:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = before
 
 
 def _window(layer, window, n_layers):
