@@ -114,6 +114,20 @@ def test_the_fast_tracer_puts_back_a_forward_a_layer_already_had(tokenizer):
     np.testing.assert_allclose(traced.scores, plain.scores, atol=1e-5)
 
 
+def test_causal_traces_share_one_run_and_give_each_traces_scores(tiny, tokenizer):
+    requests = {"hidden": dict(kind="hidden", tokens=[3, -1]), "mlp": dict(kind="mlp", window=3, layers=[0, 2, 5]),
+                "attn one": dict(kind="attn", window=1, tokens=[-1])}
+    shared = tracing.causal_traces(tiny, tokenizer, PROMPT, SUBJECT, requests, noise=1.0, samples=2)
+    assert list(shared) == list(requests)
+    for name, request in requests.items():
+        alone = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, noise=1.0, samples=2, **request)
+        np.testing.assert_allclose(shared[name].scores, alone.scores, atol=1e-5)
+        assert shared[name].corrupted_prob == pytest.approx(alone.corrupted_prob, abs=1e-6)
+        assert (shared[name].kind, shared[name].window) == (alone.kind, alone.window)
+    with pytest.raises(ValueError, match="request"):
+        tracing.causal_traces(tiny, tokenizer, PROMPT, SUBJECT, {"bad": dict(kind="hidden", colour=1)})
+
+
 def test_tokens_before_the_subject_have_no_effect(tiny, tokenizer):
     result = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, noise=1.0, samples=2, method="straightforward")
     np.testing.assert_allclose(result.scores[:, :3], 0.0, atol=1e-6)
