@@ -84,6 +84,50 @@ def test_fast_version_agrees_in_small_batches_and_on_chosen_tokens(tiny, tokeniz
     assert np.isnan(some.scores[[0, 2, 3]]).all() and np.isnan(some.scores[:, [1, 2, 4]]).all()
 
 
+def test_the_fast_tracer_puts_back_a_forward_a_layer_already_had(tokenizer):
+    """accelerate (a model loaded with ``device_map``) wraps a layer's forward in an instance attribute.
+
+    The fast tracer's staircase must wrap that attribute and restore it afterwards, not delete it."""
+    model = _tiny_model("llama", len(tokenizer))
+    layers = tracing.model_modules(model)["layers"]
+    calls = []
+
+    def wrapped(layer):
+        original = type(layer).forward.__get__(layer)
+
+        def forward(*args, **kwargs):
+            calls.append(layer)
+            return original(*args, **kwargs)
+        return forward
+
+    own = {layer: wrapped(layer) for layer in layers[::2]}
+    for layer, forward in own.items():
+        layer.forward = forward
+    plain = causal_trace(_tiny_model("llama", len(tokenizer)), tokenizer, PROMPT, SUBJECT, noise=1.0, samples=2)
+    traced = causal_trace(model, tokenizer, PROMPT, SUBJECT, noise=1.0, samples=2)
+    assert calls, "the tracer must go through the layer's own forward attribute"
+    for layer in layers:
+        if layer in own:
+            assert layer.__dict__.get("forward") is own[layer], "the layer's own forward must be put back"
+        else:
+            assert "forward" not in layer.__dict__, "a layer without its own forward must be left without one"
+    np.testing.assert_allclose(traced.scores, plain.scores, atol=1e-5)
+
+
+def test_causal_traces_share_one_run_and_give_each_traces_scores(tiny, tokenizer):
+    requests = {"hidden": dict(kind="hidden", tokens=[3, -1]), "mlp": dict(kind="mlp", window=3, layers=[0, 2, 5]),
+                "attn one": dict(kind="attn", window=1, tokens=[-1])}
+    shared = tracing.causal_traces(tiny, tokenizer, PROMPT, SUBJECT, requests, noise=1.0, samples=2)
+    assert list(shared) == list(requests)
+    for name, request in requests.items():
+        alone = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, noise=1.0, samples=2, **request)
+        np.testing.assert_allclose(shared[name].scores, alone.scores, atol=1e-5)
+        assert shared[name].corrupted_prob == pytest.approx(alone.corrupted_prob, abs=1e-6)
+        assert (shared[name].kind, shared[name].window) == (alone.kind, alone.window)
+    with pytest.raises(ValueError, match="request"):
+        tracing.causal_traces(tiny, tokenizer, PROMPT, SUBJECT, {"bad": dict(kind="hidden", colour=1)})
+
+
 def test_tokens_before_the_subject_have_no_effect(tiny, tokenizer):
     result = causal_trace(tiny, tokenizer, PROMPT, SUBJECT, noise=1.0, samples=2, method="straightforward")
     np.testing.assert_allclose(result.scores[:, :3], 0.0, atol=1e-6)

@@ -254,13 +254,20 @@ def _staircase(layers, active, templates, fills):
             return _with_hidden(output, hidden)
         return layer_forward
 
+    # A layer may already carry its own ``forward`` attribute (accelerate's hooks on a model loaded with
+    # ``device_map`` wrap it this way): keep it, wrap it, and put exactly it back afterwards.
+    missing = object()
+    previous = [layer.__dict__.get("forward", missing) for layer in layers]
     try:
         for index, layer in enumerate(layers):
             layer.forward = wrap(index, layer.forward)
         yield
     finally:
-        for layer in layers:
-            layer.__dict__.pop("forward", None)
+        for layer, before in zip(layers, previous):
+            if before is missing:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = before
 
 
 def _window(layer, window, n_layers):
@@ -395,8 +402,22 @@ def _first_computed_layer(layer, kind, window, n_layers):
     return min(_window(layer, window, n_layers))
 
 
+def _corrupted_run(model, modules, corrupt, answer_id):
+    """The corrupted run of all noise samples: every layer's output, the keys and values, and mean p(answer)."""
+    layer_outputs = [None] * len(modules["layers"])
+
+    def keep(index):
+        def hook(module, args, output):
+            layer_outputs[index] = output
+        return hook
+
+    with _hooks([(layer, keep(i)) for i, layer in enumerate(modules["layers"])]):
+        out = model(inputs_embeds=corrupt, use_cache=True, logits_to_keep=1)
+    return layer_outputs, _cache_tensors(out.past_key_values), _answer_probs(out.logits, answer_id).mean()
+
+
 def _fast(model, modules, kind, window, clean, corrupt, answer_id, positions, chosen_layers, first_token,
-          layers_per_pass):
+          layers_per_pass, corrupted_run=None):
     """Batched restorations that skip the work a restoration cannot change.
 
     1. One corrupted run of all noise samples keeps every layer's output and the
@@ -411,22 +432,13 @@ def _fast(model, modules, kind, window, clean, corrupt, answer_id, positions, ch
        corrupted one, with no forward pass.
 
     Every (layer, noise sample) restoration of one token shares one forward pass
-    (``layers_per_pass`` layers at a time).
+    (``layers_per_pass`` layers at a time). ``corrupted_run`` (from ``_corrupted_run``)
+    lets several traces of one prompt share step 1; nothing here modifies it.
     """
     from transformers import DynamicCache
 
     n_layers, (samples, n_tokens) = len(modules["layers"]), corrupt.shape[:2]
-    layer_outputs = [None] * n_layers
-
-    def keep(index):
-        def hook(module, args, output):
-            layer_outputs[index] = output
-        return hook
-
-    with _hooks([(modules["layers"][i], keep(i)) for i in range(n_layers)]):
-        out = model(inputs_embeds=corrupt, use_cache=True, logits_to_keep=1)
-    corrupted = _answer_probs(out.logits, answer_id).mean()
-    kv = _cache_tensors(out.past_key_values)
+    layer_outputs, kv, corrupted = corrupted_run or _corrupted_run(model, modules, corrupt, answer_id)
     restored = torch.full((n_layers, n_tokens), float("nan"))
     restored[np.ix_(chosen_layers, [t for t in positions if t < first_token])] = float(corrupted)
     starts = [_first_computed_layer(layer, kind, window, n_layers) for layer in range(n_layers)]
@@ -529,6 +541,53 @@ def causal_trace(model, tokenizer, prompt, subject, answer=None, kind="hidden", 
                        corrupted_prob=float(corrupted), answer=tokenizer.decode([answer_id]),
                        answer_id=answer_id, tokens=tokens, subject_range=subject_range, kind=kind,
                        window=window, noise=noise, samples=samples, method=method)
+
+
+def causal_traces(model, tokenizer, prompt, subject, requests, answer=None, noise=None, samples=10, seed=0,
+                  layers_per_pass=None):
+    """Several fast causal traces of one prompt that share one clean run, one noise draw and one corrupted run.
+
+    ``requests`` maps a name to the keyword arguments of one trace: ``kind``, and
+    optionally ``window`` (default 10), ``tokens`` and ``layers`` (default: all), as
+    in ``causal_trace``. Returns ``{name: TraceResult}``; each result is the one
+    ``causal_trace(model, tokenizer, prompt, subject, answer=answer, noise=noise,
+    samples=samples, seed=seed, **request)`` gives, with the clean and corrupted
+    runs computed once instead of once per trace.
+    """
+    if not isinstance(requests, dict) or not requests:
+        raise ValueError("requests must be a non-empty dict {name: dict(kind=..., window=..., tokens=..., "
+                         "layers=...)}.")
+    for name, request in requests.items():
+        if not isinstance(request, dict) or not set(request) <= {"kind", "window", "tokens", "layers"}:
+            raise ValueError(f"request {name!r} must be a dict with keys among kind, window, tokens and layers, "
+                             f"got {request!r}.")
+        _check_kind(request.get("kind", "hidden"))
+        validate.count(request.get("window", 10), "window (a number of layers)")
+    if layers_per_pass is not None:
+        validate.count(layers_per_pass, "layers_per_pass (or None: all layers)")
+    results = {}
+    with torch.inference_mode():
+        ids, subject_range, modules, noise, corrupt = _prepare(model, tokenizer, prompt, subject, noise,
+                                                               samples, seed)
+        n_layers = len(modules["layers"])
+        answer_id, clean_prob, clean = _clean_run(model, modules, ids, tokenizer, answer)
+        run = _corrupted_run(model, modules, corrupt, answer_id)
+        tokens = [tokenizer.decode([i]) for i in ids[0].tolist()]
+        for name, request in requests.items():
+            kind, window = request.get("kind", "hidden"), request.get("window", 10)
+            if kind != "hidden" and window > n_layers:
+                raise ValueError(f"request {name!r}: window={window} is wider than the model's {n_layers} layers.")
+            positions = _positions(request.get("tokens"), ids.shape[1], "tokens", "the prompt has {n} tokens")
+            chosen_layers = _positions(request.get("layers"), n_layers, "layers", "the model has {n} layers")
+            restored, corrupted = _fast(model, modules, kind, window, clean, corrupt, answer_id, positions,
+                                        chosen_layers, subject_range[0], layers_per_pass or len(chosen_layers),
+                                        corrupted_run=run)
+            results[name] = TraceResult(scores=(restored - corrupted).numpy().astype(np.float64),
+                                        clean_prob=clean_prob, corrupted_prob=float(corrupted),
+                                        answer=tokenizer.decode([answer_id]), answer_id=answer_id, tokens=tokens,
+                                        subject_range=subject_range, kind=kind, window=window, noise=noise,
+                                        samples=samples)
+    return results
 
 
 def restored_probability(model, tokenizer, prompt, subject, states, kind="hidden", answer=None, noise=None,
