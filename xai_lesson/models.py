@@ -183,7 +183,7 @@ def load_image_model(name="efficientnet-lite0"):
             model = EfficientNet.from_name("efficientnet-lite0")
             model.load_state_dict(state_dict)
         model.eval()
-        # Inputs scaled to [-1, 1] give this checkpoint its most confident predictions.
+        # Inputs scaled to [-1, 1], (x - 127) / 128, as the EfficientNet-Lite code does for edge models.
         return ImageClassifier(name, model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
                                model._conv_head, imagenet_labels())
     import torchvision
