@@ -146,7 +146,8 @@ def recalibrate_batchnorm(model, layers, images):
         norm.momentum = None          # a cumulative average: one batch sets the statistics exactly
         norm.train()
     try:
-        model(images)
+        with torch.no_grad():         # running statistics update without a graph; a graph would hold every activation
+            model(images)
     finally:
         for norm, momentum in zip(norms, saved_momentum):
             norm.momentum = momentum
@@ -186,8 +187,21 @@ def gradcam(model, target_layer, x, target):
     return scale_like_library(gradcam_feature_map(model, target_layer, x, target), x.shape[-2:])
 
 
+def relevance_order(cam, seed=0):
+    """The pixels of ``cam`` (h, w) as flat indices, most relevant first, with ties broken at random.
+
+    A stable sort would break ties by position, in raster order: a map whose pixels
+    are tied (EigenCAM sets a third or more of its pixels to exactly 0) would then
+    remove or restore its tied pixels from the top row down. Here tied pixels come
+    in a random order drawn from ``seed``, so a tie carries no position.
+    """
+    values = np.asarray(cam, dtype=np.float64).ravel()
+    shuffle = np.random.default_rng(seed).permutation(values.size)      # a random order of the pixels...
+    return shuffle[np.argsort(-values[shuffle], kind="stable")]        # ...kept among tied values
+
+
 @torch.no_grad()
-def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
+def _perturbation_scores(model, x, cam, target, fractions, fill, insert, seed=0):
     cam = np.asarray(cam, dtype=np.float64)
     _check_image(x, model)
     if cam.shape != tuple(x.shape[-2:]):
@@ -198,17 +212,24 @@ def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
     fractions = np.asarray(fractions, dtype=float)
     if fractions.ndim != 1 or not len(fractions) or not ((fractions >= 0) & (fractions <= 1)).all():
         raise ValueError(f"fractions must be a non-empty list of numbers between 0 and 1, got {fractions}.")
-    validate.number(fill, "fill")
-    order = np.argsort(-cam.ravel(), kind="stable")       # most relevant first
-    if insert:    # start from an image that is all `fill`, and put the most relevant pixels back
-        batch = torch.full((len(fractions), *x.shape[1:]), float(fill), dtype=x.dtype)
-    else:         # start from the image, and set the most relevant pixels to `fill`
-        batch = x.repeat(len(fractions), 1, 1, 1)
-    source = x[0].reshape(x.shape[1], -1)
+    if torch.is_tensor(fill):     # a whole canvas, for example a blurred copy of the image
+        if fill.shape != x.shape:
+            raise ValueError(f"fill must be a number or a tensor shaped like the image {tuple(x.shape)}, "
+                             f"got {tuple(fill.shape)}.")
+        validate.finite(fill, "fill")
+        canvas = fill.to(x.dtype)
+    else:
+        canvas = torch.full_like(x, validate.number(fill, "fill"))
+    order = relevance_order(cam, seed)                    # most relevant first, ties in a random order
+    start, source = (canvas, x) if insert else (x, canvas)
+    # insert: start from the canvas and put the most relevant pixels of the image back;
+    # delete: start from the image and replace the most relevant pixels by the canvas's.
+    batch = start.repeat(len(fractions), 1, 1, 1)
+    source = source[0].reshape(x.shape[1], -1)
     for i, fraction in enumerate(fractions):
         chosen = torch.from_numpy(order[:int(round(fraction * cam.size))])
         flat = batch[i].reshape(x.shape[1], -1)           # a view: writing to it changes the batch
-        flat[:, chosen] = source[:, chosen] if insert else fill
+        flat[:, chosen] = source[:, chosen]
     with validate.kept_as_found(model):
         model.eval()
         probabilities = model(batch).softmax(-1)
@@ -216,22 +237,26 @@ def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
     return probabilities[:, target].numpy()
 
 
-def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0, seed=0):
     """Probability of class ``target`` after the most relevant pixels are set to ``fill``.
 
     For each fraction f, the share f of pixels with the highest ``cam`` values
-    is replaced (in every colour channel). A faithful map makes the probability
-    fall faster than a random map does. Returns an array, one value per fraction.
+    is replaced (in every colour channel). ``fill`` is a number, or a tensor shaped
+    like ``x`` whose pixels replace the image's. Tied ``cam`` values are ordered at
+    random (``seed``), not by position. A faithful map makes the probability fall
+    faster than a random map does. Returns an array, one value per fraction.
     """
-    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=False)
+    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=False, seed=seed)
 
 
-def insertion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+def insertion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0, seed=0):
     """Probability of class ``target`` when only the most relevant pixels are kept.
 
     The mirror image of ``deletion_scores``: for each fraction f, every pixel is
-    set to ``fill`` except the share f with the highest ``cam`` values. A faithful
-    map makes the probability rise faster than a random map does. Returns an
-    array, one value per fraction.
+    set to ``fill`` except the share f with the highest ``cam`` values. ``fill``
+    may be a tensor shaped like ``x``, the canvas to start from: Petsiuk et al.
+    (2018) start insertion from a blurred copy of the image. Ties as in
+    ``deletion_scores``. A faithful map makes the probability rise faster than a
+    random map does. Returns an array, one value per fraction.
     """
-    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=True)
+    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=True, seed=seed)
