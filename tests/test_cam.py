@@ -247,3 +247,19 @@ def test_insertion_can_start_from_a_canvas_such_as_a_blurred_image():
     assert deletion_scores(model, x, cam, 1, fractions=(0.5,), fill=canvas)[0] > 0.99
     with pytest.raises(ValueError, match="shaped like the image"):
         insertion_scores(model, x, cam, 1, fill=torch.zeros(1, 3, 2, 2))
+
+
+def test_fast_road_imputer_equals_the_library_imputer():
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    from xai_lesson.cam import fast_road_imputer, rank_map
+
+    generator = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 20, 24, generator=generator)
+    for share in (0.2, 0.5, 0.8):
+        mask = (torch.rand(20, 24, generator=generator) > share).float()
+        np.testing.assert_allclose(fast_road_imputer(noise=0)(img, mask), NoisyLinearImputer(noise=0)(img, mask),
+                                   atol=1e-5)
+    ranks = rank_map(np.zeros((4, 4)), seed=0)
+    assert sorted(ranks.ravel().tolist()) == [i / 15 for i in range(16)] or np.allclose(np.sort(ranks.ravel()),
+                                                                                         np.arange(16) / 15)
