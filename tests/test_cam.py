@@ -6,7 +6,8 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from xai_lesson.cam import count_hooks, deletion_scores, gradcam, gradcam_feature_map, insertion_scores
+from xai_lesson.cam import (count_hooks, deletion_scores, gradcam, gradcam_feature_map, insertion_scores,
+                             relevance_order)
 from xai_lesson.training import SmallCNN
 
 
@@ -203,3 +204,62 @@ def test_recalibrate_batchnorm_sets_the_batch_statistics_of_the_chosen_layers_on
         recalibrate_batchnorm(net, net[1], images[:1])
     with pytest.raises(TypeError, match="list of them"):
         recalibrate_batchnorm(net, ["conv"], images)
+
+
+class TopHalfMean(torch.nn.Module):
+    """Class 1's logit is 10 times the mean of the top half of the image, channel 0."""
+
+    def forward(self, x):
+        top = x[:, 0, : x.shape[2] // 2].mean(dim=(1, 2))
+        return torch.stack([torch.zeros(len(x)), 10 * top], dim=1)
+
+
+def test_tied_pixels_are_removed_in_a_random_order_not_from_the_top_row_down():
+    # A map that is tied everywhere carries no order. A stable sort took tied pixels in
+    # raster order, so deleting half of them blanked exactly the top half (logit 0, p = 0.5).
+    x = torch.ones(1, 3, 16, 16)
+    tied = np.zeros((16, 16))
+    deleted = deletion_scores(TopHalfMean(), x, tied, 1, fractions=(0.5,))[0]
+    assert deleted > 0.9, f"deleting half of a tied map emptied the top half (p = {deleted:.3f}): ties broken by position"
+    inserted = insertion_scores(TopHalfMean(), x, tied, 1, fractions=(0.5,))[0]
+    assert inserted < 0.999, f"inserting half of a tied map restored the whole top half (p = {inserted:.4f})"
+    # the order among ties comes from the seed: reproducible, and another seed gives another order
+    order = relevance_order(tied, seed=0)
+    np.testing.assert_array_equal(order, relevance_order(tied, seed=0))
+    assert not np.array_equal(order, relevance_order(tied, seed=1))
+    assert sorted(order.tolist()) == list(range(256))
+    # untied values still come first, whatever the seed
+    ranked = tied.copy()
+    ranked[15, 15], ranked[15, 14] = 2.0, 1.0
+    assert relevance_order(ranked, seed=3)[:2].tolist() == [255, 254]
+
+
+def test_insertion_can_start_from_a_canvas_such_as_a_blurred_image():
+    x = torch.ones(1, 3, 4, 4)
+    canvas = torch.full_like(x, -1.0)
+    cam = np.arange(16, dtype=float).reshape(4, 4)
+    model = TopHalfMean()
+    start, full = insertion_scores(model, x, cam, 1, fractions=(0.0, 1.0), fill=canvas)
+    np.testing.assert_allclose(start, torch.tensor([0.0, -10.0]).softmax(-1)[1].item(), rtol=1e-6)
+    np.testing.assert_allclose(full, torch.tensor([0.0, 10.0]).softmax(-1)[1].item(), rtol=1e-6)
+    # the top half ranks last in `cam`, so with half the pixels back the top half is still canvas
+    assert insertion_scores(model, x, cam, 1, fractions=(0.5,), fill=canvas)[0] < 0.01
+    assert deletion_scores(model, x, cam, 1, fractions=(0.5,), fill=canvas)[0] > 0.99
+    with pytest.raises(ValueError, match="shaped like the image"):
+        insertion_scores(model, x, cam, 1, fill=torch.zeros(1, 3, 2, 2))
+
+
+def test_fast_road_imputer_equals_the_library_imputer():
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    from xai_lesson.cam import fast_road_imputer, rank_map
+
+    generator = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 20, 24, generator=generator)
+    for share in (0.2, 0.5, 0.8):
+        mask = (torch.rand(20, 24, generator=generator) > share).float()
+        np.testing.assert_allclose(fast_road_imputer(noise=0)(img, mask), NoisyLinearImputer(noise=0)(img, mask),
+                                   atol=1e-5)
+    ranks = rank_map(np.zeros((4, 4)), seed=0)
+    assert sorted(ranks.ravel().tolist()) == [i / 15 for i in range(16)] or np.allclose(np.sort(ranks.ravel()),
+                                                                                         np.arange(16) / 15)

@@ -146,7 +146,8 @@ def recalibrate_batchnorm(model, layers, images):
         norm.momentum = None          # a cumulative average: one batch sets the statistics exactly
         norm.train()
     try:
-        model(images)
+        with torch.no_grad():         # running statistics update without a graph; a graph would hold every activation
+            model(images)
     finally:
         for norm, momentum in zip(norms, saved_momentum):
             norm.momentum = momentum
@@ -186,8 +187,21 @@ def gradcam(model, target_layer, x, target):
     return scale_like_library(gradcam_feature_map(model, target_layer, x, target), x.shape[-2:])
 
 
+def relevance_order(cam, seed=0):
+    """The pixels of ``cam`` (h, w) as flat indices, most relevant first, with ties broken at random.
+
+    A stable sort would break ties by position, in raster order: a map whose pixels
+    are tied (EigenCAM sets a third or more of its pixels to exactly 0) would then
+    remove or restore its tied pixels from the top row down. Here tied pixels come
+    in a random order drawn from ``seed``, so a tie carries no position.
+    """
+    values = np.asarray(cam, dtype=np.float64).ravel()
+    shuffle = np.random.default_rng(seed).permutation(values.size)      # a random order of the pixels...
+    return shuffle[np.argsort(-values[shuffle], kind="stable")]        # ...kept among tied values
+
+
 @torch.no_grad()
-def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
+def _perturbation_scores(model, x, cam, target, fractions, fill, insert, seed=0):
     cam = np.asarray(cam, dtype=np.float64)
     _check_image(x, model)
     if cam.shape != tuple(x.shape[-2:]):
@@ -198,17 +212,24 @@ def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
     fractions = np.asarray(fractions, dtype=float)
     if fractions.ndim != 1 or not len(fractions) or not ((fractions >= 0) & (fractions <= 1)).all():
         raise ValueError(f"fractions must be a non-empty list of numbers between 0 and 1, got {fractions}.")
-    validate.number(fill, "fill")
-    order = np.argsort(-cam.ravel(), kind="stable")       # most relevant first
-    if insert:    # start from an image that is all `fill`, and put the most relevant pixels back
-        batch = torch.full((len(fractions), *x.shape[1:]), float(fill), dtype=x.dtype)
-    else:         # start from the image, and set the most relevant pixels to `fill`
-        batch = x.repeat(len(fractions), 1, 1, 1)
-    source = x[0].reshape(x.shape[1], -1)
+    if torch.is_tensor(fill):     # a whole canvas, for example a blurred copy of the image
+        if fill.shape != x.shape:
+            raise ValueError(f"fill must be a number or a tensor shaped like the image {tuple(x.shape)}, "
+                             f"got {tuple(fill.shape)}.")
+        validate.finite(fill, "fill")
+        canvas = fill.to(x.dtype)
+    else:
+        canvas = torch.full_like(x, validate.number(fill, "fill"))
+    order = relevance_order(cam, seed)                    # most relevant first, ties in a random order
+    start, source = (canvas, x) if insert else (x, canvas)
+    # insert: start from the canvas and put the most relevant pixels of the image back;
+    # delete: start from the image and replace the most relevant pixels by the canvas's.
+    batch = start.repeat(len(fractions), 1, 1, 1)
+    source = source[0].reshape(x.shape[1], -1)
     for i, fraction in enumerate(fractions):
         chosen = torch.from_numpy(order[:int(round(fraction * cam.size))])
         flat = batch[i].reshape(x.shape[1], -1)           # a view: writing to it changes the batch
-        flat[:, chosen] = source[:, chosen] if insert else fill
+        flat[:, chosen] = source[:, chosen]
     with validate.kept_as_found(model):
         model.eval()
         probabilities = model(batch).softmax(-1)
@@ -216,22 +237,120 @@ def _perturbation_scores(model, x, cam, target, fractions, fill, insert):
     return probabilities[:, target].numpy()
 
 
-def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+def deletion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0, seed=0):
     """Probability of class ``target`` after the most relevant pixels are set to ``fill``.
 
     For each fraction f, the share f of pixels with the highest ``cam`` values
-    is replaced (in every colour channel). A faithful map makes the probability
-    fall faster than a random map does. Returns an array, one value per fraction.
+    is replaced (in every colour channel). ``fill`` is a number, or a tensor shaped
+    like ``x`` whose pixels replace the image's. Tied ``cam`` values are ordered at
+    random (``seed``), not by position. A faithful map makes the probability fall
+    faster than a random map does. Returns an array, one value per fraction.
     """
-    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=False)
+    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=False, seed=seed)
 
 
-def insertion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0):
+def insertion_scores(model, x, cam, target, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5), fill=0.0, seed=0):
     """Probability of class ``target`` when only the most relevant pixels are kept.
 
     The mirror image of ``deletion_scores``: for each fraction f, every pixel is
-    set to ``fill`` except the share f with the highest ``cam`` values. A faithful
-    map makes the probability rise faster than a random map does. Returns an
-    array, one value per fraction.
+    set to ``fill`` except the share f with the highest ``cam`` values. ``fill``
+    may be a tensor shaped like ``x``, the canvas to start from: Petsiuk et al.
+    (2018) start insertion from a blurred copy of the image. Ties as in
+    ``deletion_scores``. A faithful map makes the probability rise faster than a
+    random map does. Returns an array, one value per fraction.
     """
-    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=True)
+    return _perturbation_scores(model, x, cam, target, fractions, fill, insert=True, seed=seed)
+
+
+def rank_map(cam, seed=0):
+    """``cam`` (h, w) replaced by its ranks scaled to [0, 1]: 1 for the most relevant pixel, no ties.
+
+    The order is ``relevance_order(cam, seed)``, so tied pixels get distinct ranks in a
+    random order. Give this to a metric that thresholds the map (ROAD takes a percentile
+    with ``<``): a map with many tied pixels would otherwise remove all or none of them.
+    """
+    values = np.asarray(cam, dtype=np.float64)
+    ranks = np.empty(values.size)
+    ranks[relevance_order(values, seed)] = np.arange(values.size - 1, -1, -1)
+    return (ranks / max(values.size - 1, 1)).reshape(values.shape).astype(np.float32)
+
+
+def _road_system(mask, img, neighbours):
+    """The sparse system of ROAD's noisy linear imputation, built with whole-array operations.
+
+    The same equations as ``pytorch_grad_cam.metrics.road.NoisyLinearImputer.setup_sparse_system``
+    (each missing pixel equals the weighted mean of its eight neighbours), without its
+    element-by-element sparse assignments, which dominate its run time."""
+    from scipy.sparse import coo_matrix
+
+    height, width = mask.shape
+    known = mask.reshape(-1) > 0.5
+    unknown = np.flatnonzero(~known)
+    variable = np.full(height * width, -1)
+    variable[unknown] = np.arange(len(unknown))
+    row, column = np.divmod(unknown, width)
+    rows, columns, values = [], [], []
+    weight_sum = np.ones(len(unknown))
+    flat = img.reshape(img.shape[0], -1)
+    b = np.zeros((len(unknown), img.shape[0]))
+    for (d0, d1), weight in neighbours:
+        r, c = row + d0, column + d1
+        inside = (r >= 0) & (c >= 0) & (r < height) & (c < width)
+        weight_sum[~inside] -= weight
+        ids = np.flatnonzero(inside)
+        neighbour = r[inside] * width + c[inside]
+        has_value = known[neighbour]
+        b[ids[has_value]] -= weight * flat[:, neighbour[has_value]].T
+        rows.append(ids[~has_value])
+        columns.append(variable[neighbour[~has_value]])
+        values.append(np.full(int((~has_value).sum()), weight))
+    rows.append(np.arange(len(unknown)))
+    columns.append(np.arange(len(unknown)))
+    values.append(-weight_sum)
+    A = coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
+                   shape=(len(unknown), len(unknown)))
+    return A.tocsc(), b
+
+
+def fast_road_imputer(noise=0.01):
+    """pytorch-grad-cam's ``NoisyLinearImputer`` with a faster set-up of the same linear system.
+
+    Use it in the library's own ROAD classes, for example
+    ``PerturbationConfidenceMetric(RemoveMostRelevantFirst(50, fast_road_imputer()))``.
+    With ``noise=0`` it returns what the library's imputer returns (tests/test_cam.py)."""
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights
+    from scipy.sparse.linalg import spsolve
+
+    class FastNoisyLinearImputer(NoisyLinearImputer):
+        def __call__(self, img, mask):
+            flat = img.reshape(img.shape[0], -1)
+            missing = np.flatnonzero(mask.reshape(-1).numpy() == 0)
+            A, b = _road_system(mask.numpy(), img.numpy(), neighbors_weights)
+            solution = torch.tensor(spsolve(A, b), dtype=torch.float).reshape(len(missing), -1)
+            filled = flat.clone()
+            filled[:, missing] = solution.t() + self.noise * torch.randn_like(solution.t())
+            return filled.reshape_as(img)
+
+    return FastNoisyLinearImputer(noise=noise)
+
+
+def road_scores(model, images, cams, targets, percentile, seed=0):
+    """ROAD (Rong et al., 2022) at one percentile, as the library's ``ROADCombined(percentiles=[percentile])``.
+
+    Half of (drop when the least relevant pixels are imputed) minus (drop when the most
+    relevant are), where "most relevant" are the pixels above the ``percentile``-th
+    percentile of the map. The maps are first replaced by their ranks with random
+    tie-breaking (``rank_map``), and the faster imputer does the same imputation.
+    Returns one score per image; higher is better."""
+    from pytorch_grad_cam.metrics.perturbation_confidence import (PerturbationConfidenceMetric,
+                                                                  RemoveLeastRelevantFirst,
+                                                                  RemoveMostRelevantFirst)
+
+    ranked = np.stack([rank_map(cam, seed) for cam in cams])
+    imputer = fast_road_imputer()
+    # (drop_least - drop_most) / 2: the unperturbed score cancels, so it is not computed (return_diff=False)
+    least = PerturbationConfidenceMetric(RemoveLeastRelevantFirst(percentile, imputer))(images, ranked, targets, model,
+                                                                                        return_diff=False)
+    most = PerturbationConfidenceMetric(RemoveMostRelevantFirst(percentile, imputer))(images, ranked, targets, model,
+                                                                                      return_diff=False)
+    return (least - most) / 2
