@@ -48,7 +48,7 @@ TERMS = {
                           "instruction tuning", "quantisation", "causal mediation analysis"],
     "09-activation-patching": ["activation patching", "patched run", "logit difference", "normalised recovery",
                                "attribution patching", "logit lens", "tuned lens", "residual stream",
-                               "denoising", "noising"],
+                               "denoising", "noising", "direct logit attribution"],
 }
 
 # A term used in an episode may be an inflected or hyphenated form of the glossary's headword.
