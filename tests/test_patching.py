@@ -168,6 +168,18 @@ def test_fact_pairs_have_same_length_prompts_and_different_answers(tokenizer):
         assert fact["relation"] == other["relation"]
 
 
+def test_symmetric_pairs_hold_every_pair_in_both_orders(tokenizer):
+    pairs = patching.symmetric_pairs(tokenizer)
+    names = [(fact["subject"], other["subject"]) for fact, other, _ in pairs]
+    assert len(names) == len(set(names)) and len(names) % 2 == 0
+    assert all((b, a) in names for a, b in names)
+    for (fact, other, pair), (_, _, reverse) in zip(pairs[::2], pairs[1::2]):
+        assert pair.clean_ids.shape == pair.corrupted_ids.shape and fact["relation"] == other["relation"]
+        assert torch.equal(pair.clean_ids, reverse.corrupted_ids) and pair.clean_answer_id == reverse.corrupted_answer_id
+    with pytest.raises(ValueError, match="symmetric fact pairs"):
+        patching.symmetric_pairs(tokenizer, patching.tracing.load_known_facts()[:1])
+
+
 def test_top_k_overlap():
     assert patching.top_k_overlap([3, 2, 1, 0], [30, 20, 10, 0], 2) == 1.0
     assert patching.top_k_overlap([0, 1, 2, 3], [30, 20, 10, 0], 2) == 0.0

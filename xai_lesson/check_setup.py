@@ -29,6 +29,7 @@ MINIMUM_VERSIONS = {
     "matplotlib": "3.8",
     "grad-cam": "1.5.0",
     "spacy": "3.8",
+    "nnsight": "0.8",  # episode 09 checks its patching against nnsight's
 }
 MODEL_PACKAGES = {
     "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
@@ -72,18 +73,27 @@ def _pinned(package):
     return pinned(package)
 
 
+# Installed with --no-deps (requirements-nodeps.txt): a plain install would pull a CUDA torch.
+NO_DEPS = {"nnsight"}
+
+
+def _install(package):
+    if package in NO_DEPS:
+        return ("`python -m pip install --no-deps -r requirements-nodeps.txt` in the lesson folder (with its "
+                "dependencies, pip would replace torch with a CUDA build)")
+    return f"`python -m pip install {_pinned(package)}` (the version the lesson is tested with)"
+
+
 def check_versions():
     results = []
     for package, minimum in MINIMUM_VERSIONS.items():
         try:
             installed = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
-            results.append((False, f"{package}: not installed (need >= {minimum})",
-                            f"`python -m pip install {_pinned(package)}` (the version the lesson is tested with)"))
+            results.append((False, f"{package}: not installed (need >= {minimum})", _install(package)))
             continue
         ok = _as_tuple(installed) >= _as_tuple(minimum)
-        results.append((ok, f"{package} {installed} (need >= {minimum})",
-                        "" if ok else f"`python -m pip install {_pinned(package)}` (the version the lesson is tested with)"))
+        results.append((ok, f"{package} {installed} (need >= {minimum})", "" if ok else _install(package)))
     return results
 
 

@@ -132,6 +132,31 @@ def fact_pairs(tokenizer, facts=None):
     return pairs
 
 
+def symmetric_pairs(tokenizer, facts=None):
+    """Every pair of facts that ``fact_pairs`` could match, in both orders.
+
+    Two facts pair when one prompt is the other with the subject swapped, the
+    subjects have as many tokens and the answers start with different tokens.
+    Each unordered pair appears twice, (a, b) then (b, a), so that denoising one
+    order is noising the other. Returns a list of (fact, partner, PromptPair).
+    """
+    facts = tracing.load_known_facts() if facts is None else facts
+    pairs = []
+    for i, fact in enumerate(facts):
+        for other in facts[i + 1:]:
+            if (other["prompt"] != fact["prompt"].replace(fact["subject"], other["subject"], 1)
+                    or len(tokenizer.tokenize(" " + other["subject"])) != len(tokenizer.tokenize(" " + fact["subject"]))
+                    or tracing.answer_token_id(tokenizer, other["answer"])
+                    == tracing.answer_token_id(tokenizer, fact["answer"])):
+                continue
+            for a, b in ((fact, other), (other, fact)):
+                pairs.append((a, b, make_pair(tokenizer, a["prompt"], a["subject"], b["subject"], a["answer"],
+                                              b["answer"])))
+    validate.not_empty(len(pairs), "the list of symmetric fact pairs",
+                       "no two facts share a template, a subject length and differ in their answer.")
+    return pairs
+
+
 def logit_difference(logits, pair):
     """logit(clean answer) - logit(corrupted answer), for logits of shape (..., vocabulary) at the last position."""
     _check_pair(pair)
@@ -474,6 +499,6 @@ def top_k_overlap(scores, reference, k):
     return len(top(scores) & top(reference)) / k
 
 
-__all__ = ["KINDS", "PromptPair", "make_pair", "fact_pairs", "logit_difference", "sites", "run_with_cache",
+__all__ = ["KINDS", "PromptPair", "make_pair", "fact_pairs", "symmetric_pairs", "logit_difference", "sites", "run_with_cache",
            "PatchResult", "normalised_recovery", "activation_patching", "attribution_patching", "LensResult",
            "logit_lens", "top_k_overlap"]
