@@ -173,8 +173,8 @@ def check_pointing_game(learner):
         (maps.abs().amax(dim=1), "it takes the largest channel at each pixel, not the sum over the channels",
          "sum the absolute values over the channels: maps.abs().sum(dim=1)"),
     ]
-    tie_what = ("it takes the first of the tied peak pixels (what argmax returns), so a tied peak counts as a hit "
-                "or a miss depending on where the tie starts")
+    tie_what = ("it picks one of the tied peak pixels (argmax takes the first; a random pick is no better), so a "
+                "tied peak counts as a whole hit or a whole miss instead of the share of its pixels inside")
     tie_hint = ("mark every pixel equal to the map's largest value, peaks = magnitude == magnitude.amax(dim=1, "
                 "keepdim=True), and return the share of them inside the mask")
     mistakes = [
