@@ -195,8 +195,11 @@ def relevance_order(cam, seed=0):
     remove or restore its tied pixels from the top row down. Here tied pixels come
     in a random order drawn from ``seed``, so a tie carries no position.
     """
-    values = np.asarray(cam, dtype=np.float64).ravel()
-    shuffle = np.random.default_rng(seed).permutation(values.size)      # a random order of the pixels...
+    values = np.asarray(validate.finite(cam, "cam"), dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"cam must be one (h, w) map, got shape {values.shape}.")
+    values = values.ravel()
+    shuffle = np.random.default_rng(validate.count(seed, "seed", minimum=0)).permutation(values.size)      # a random order of the pixels...
     return shuffle[np.argsort(-values[shuffle], kind="stable")]        # ...kept among tied values
 
 
@@ -321,6 +324,8 @@ def fast_road_imputer(noise=0.01):
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights
     from scipy.sparse.linalg import spsolve
 
+    noise = validate.number(noise, "noise (the imputer's noise scale)", minimum=0)
+
     class FastNoisyLinearImputer(NoisyLinearImputer):
         def __call__(self, img, mask):
             flat = img.reshape(img.shape[0], -1)
@@ -346,6 +351,11 @@ def road_scores(model, images, cams, targets, percentile, seed=0):
                                                                   RemoveLeastRelevantFirst,
                                                                   RemoveMostRelevantFirst)
 
+    if not 0 < validate.number(percentile, "percentile") < 100:
+        raise ValueError(f"percentile must be a number strictly between 0 and 100 (a percentage), got {percentile!r}.")
+    if len(cams) != len(images) or len(targets) != len(images):
+        raise ValueError(f"images, cams and targets must have one entry per image, got {len(images)}, {len(cams)} "
+                         f"and {len(targets)}.")
     ranked = np.stack([rank_map(cam, seed) for cam in cams])
     imputer = fast_road_imputer()
     # (drop_least - drop_most) / 2: the unperturbed score cancels, so it is not computed (return_diff=False)
