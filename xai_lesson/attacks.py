@@ -321,15 +321,13 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
     number of candidates ``hotflip`` tries (``max_edits * n_candidates``), the
     baseline has the same number of model calls as the attack.
     """
-    from xai_lesson.perturbation import _check_classifier, _editable_positions
+    from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity, _editable_positions
 
     _check_classifier(classifier)
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("text must be a non-empty string: attack one text at a time.")
+    _check_attack_text(text)
     validate.count(max_edits, "max_edits")
     validate.count(n_trials, "n_trials")
-    if min_similarity is not None and not (isinstance(min_similarity, (int, float)) and -1 <= min_similarity <= 1):
-        raise ValueError(f"min_similarity must be None or a cosine similarity from -1 to 1, got {min_similarity!r}.")
+    _check_min_similarity(min_similarity)
     table = classifier.encoder.get_input_embeddings().weight.detach()
     vocabulary = validate.token_ids(vocabulary, len(table), "vocabulary")
     ids, mask = classifier.encode([text])

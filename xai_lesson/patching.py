@@ -107,6 +107,14 @@ def make_pair(tokenizer, prompt, subject, replacement, answer, corrupted_answer)
                       tracing.subject_token_range(tokenizer, prompt, subject))
 
 
+def _partners(tokenizer, fact, other):
+    """Whether ``other`` can corrupt ``fact``: the same prompt with the subject swapped, a subject of as
+    many tokens, and an answer that starts with a different token (the rule of ``fact_pairs``)."""
+    return (other["prompt"] == fact["prompt"].replace(fact["subject"], other["subject"], 1)
+            and len(tokenizer.tokenize(" " + other["subject"])) == len(tokenizer.tokenize(" " + fact["subject"]))
+            and tracing.answer_token_id(tokenizer, other["answer"]) != tracing.answer_token_id(tokenizer, fact["answer"]))
+
+
 def fact_pairs(tokenizer, facts=None):
     """Clean/corrupted pairs from the fact set: each fact against another fact of the same template.
 
@@ -119,10 +127,7 @@ def fact_pairs(tokenizer, facts=None):
     pairs = []
     for fact in facts:
         for other in facts:
-            if (other is fact or other["prompt"] != fact["prompt"].replace(fact["subject"], other["subject"], 1)
-                    or len(tokenizer.tokenize(" " + other["subject"])) != len(tokenizer.tokenize(" " + fact["subject"]))
-                    or tracing.answer_token_id(tokenizer, other["answer"])
-                    == tracing.answer_token_id(tokenizer, fact["answer"])):
+            if other is fact or not _partners(tokenizer, fact, other):
                 continue
             pairs.append((fact, other, make_pair(tokenizer, fact["prompt"], fact["subject"], other["subject"],
                                                  fact["answer"], other["answer"])))
@@ -144,10 +149,7 @@ def symmetric_pairs(tokenizer, facts=None):
     pairs = []
     for i, fact in enumerate(facts):
         for other in facts[i + 1:]:
-            if (other["prompt"] != fact["prompt"].replace(fact["subject"], other["subject"], 1)
-                    or len(tokenizer.tokenize(" " + other["subject"])) != len(tokenizer.tokenize(" " + fact["subject"]))
-                    or tracing.answer_token_id(tokenizer, other["answer"])
-                    == tracing.answer_token_id(tokenizer, fact["answer"])):
+            if not _partners(tokenizer, fact, other):
                 continue
             for a, b in ((fact, other), (other, fact)):
                 pairs.append((a, b, make_pair(tokenizer, a["prompt"], a["subject"], b["subject"], a["answer"],
@@ -499,6 +501,7 @@ def top_k_overlap(scores, reference, k):
     return len(top(scores) & top(reference)) / k
 
 
-__all__ = ["KINDS", "PromptPair", "make_pair", "fact_pairs", "symmetric_pairs", "logit_difference", "sites", "run_with_cache",
+__all__ = ["KINDS", "PromptPair", "make_pair", "fact_pairs", "symmetric_pairs", "logit_difference", "sites",
+           "run_with_cache",
            "PatchResult", "normalised_recovery", "activation_patching", "attribution_patching", "LensResult",
            "logit_lens", "top_k_overlap"]

@@ -447,6 +447,20 @@ def _label_probability(classifier, ids, mask, label):
     return classifier(input_ids=ids, attention_mask=mask).softmax(-1)[:, label]
 
 
+def _check_attack_text(text):
+    """One non-empty text to attack (``hotflip`` and its random baseline ``attacks.random_swaps``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}; attack one text at a time.")
+    if not text.strip():
+        raise ValueError("text is empty: there is nothing to attack.")
+
+
+def _check_min_similarity(min_similarity):
+    """None, or a cosine similarity from -1 to 1 (the swap constraint of ``hotflip`` and ``attacks.random_swaps``)."""
+    if min_similarity is not None and not (isinstance(min_similarity, (int, float)) and -1 <= min_similarity <= 1):
+        raise ValueError(f"min_similarity must be None or a cosine similarity from -1 to 1, got {min_similarity!r}.")
+
+
 def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min_similarity=None):
     """Greedy word substitution guided by gradients, in the spirit of HotFlip (Ebrahimi et al. 2018).
 
@@ -462,15 +476,11 @@ def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min
     meaning-preservation constraint. The attack stops when no candidate is left.
     """
     _check_classifier(classifier)
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}; attack one text at a time.")
-    if not text.strip():
-        raise ValueError("text is empty: there is nothing to attack.")
+    _check_attack_text(text)
     if not isinstance(max_edits, int) or max_edits < 1 or not isinstance(n_candidates, int) or n_candidates < 1:
         raise ValueError(f"max_edits and n_candidates must be whole numbers of at least 1, "
                          f"got {max_edits!r} and {n_candidates!r}.")
-    if min_similarity is not None and not (isinstance(min_similarity, (int, float)) and -1 <= min_similarity <= 1):
-        raise ValueError(f"min_similarity must be None or a cosine similarity from -1 to 1, got {min_similarity!r}.")
+    _check_min_similarity(min_similarity)
     tokenizer = classifier.tokenizer
     table = classifier.encoder.get_input_embeddings().weight.detach()
     vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else validate.token_ids(
