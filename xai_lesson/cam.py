@@ -199,8 +199,9 @@ def relevance_order(cam, seed=0):
     if values.ndim != 2 or values.size == 0:
         raise ValueError(f"cam must be one (h, w) map, got shape {values.shape}.")
     values = values.ravel()
-    shuffle = np.random.default_rng(validate.count(seed, "seed", minimum=0)).permutation(values.size)      # a random order of the pixels...
-    return shuffle[np.argsort(-values[shuffle], kind="stable")]        # ...kept among tied values
+    rng = np.random.default_rng(validate.count(seed, "seed", minimum=0))
+    shuffle = rng.permutation(values.size)                         # a random order of the pixels...
+    return shuffle[np.argsort(-values[shuffle], kind="stable")]     # ...kept among tied values
 
 
 @torch.no_grad()

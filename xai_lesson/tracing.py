@@ -518,6 +518,10 @@ def causal_trace(model, tokenizer, prompt, subject, answer=None, kind="hidden", 
     if method not in ("fast", "straightforward"):
         raise ValueError(f"method must be 'fast' or 'straightforward', got {method!r}.")
     validate.count(window, "window (a number of layers)")
+    if method == "fast":   # one trace is a batch of one request
+        request = {"kind": kind, "window": window, "tokens": tokens, "layers": layers}
+        return causal_traces(model, tokenizer, prompt, subject, {"trace": request}, answer=answer, noise=noise,
+                             samples=samples, seed=seed, layers_per_pass=layers_per_pass)["trace"]
     if layers_per_pass is not None:
         validate.count(layers_per_pass, "layers_per_pass (or None: all layers)")
     with torch.inference_mode():
@@ -530,12 +534,8 @@ def causal_trace(model, tokenizer, prompt, subject, answer=None, kind="hidden", 
         answer_id, clean_prob, clean = _clean_run(model, modules, ids, tokenizer, answer)
         positions = _positions(tokens, ids.shape[1], "tokens", "the prompt has {n} tokens")
         chosen_layers = _positions(layers, len(modules["layers"]), "layers", "the model has {n} layers")
-        if method == "fast":
-            restored, corrupted = _fast(model, modules, kind, window, clean, corrupt, answer_id, positions,
-                                        chosen_layers, subject_range[0], layers_per_pass or len(chosen_layers))
-        else:
-            restored, corrupted = _straightforward(model, modules, kind, window, clean, corrupt, answer_id,
-                                                   positions, chosen_layers)
+        restored, corrupted = _straightforward(model, modules, kind, window, clean, corrupt, answer_id,
+                                               positions, chosen_layers)
     tokens = [tokenizer.decode([i]) for i in ids[0].tolist()]
     return TraceResult(scores=(restored - corrupted).numpy().astype(np.float64), clean_prob=clean_prob,
                        corrupted_prob=float(corrupted), answer=tokenizer.decode([answer_id]),
@@ -576,7 +576,10 @@ def causal_traces(model, tokenizer, prompt, subject, requests, answer=None, nois
         for name, request in requests.items():
             kind, window = request.get("kind", "hidden"), request.get("window", 10)
             if kind != "hidden" and window > n_layers:
-                raise ValueError(f"request {name!r}: window={window} is wider than the model's {n_layers} layers.")
+                which = f"request {name!r}: " if len(requests) > 1 else ""
+                raise ValueError(f"{which}window={window} is wider than the model's {n_layers} layers: every "
+                                 "window would cover all layers, so every row of scores would be the same. Use a "
+                                 f"window from 1 to {n_layers} (the paper uses 10).")
             positions = _positions(request.get("tokens"), ids.shape[1], "tokens", "the prompt has {n} tokens")
             chosen_layers = _positions(request.get("layers"), n_layers, "layers", "the model has {n} layers")
             restored, corrupted = _fast(model, modules, kind, window, clean, corrupt, answer_id, positions,
