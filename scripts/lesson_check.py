@@ -204,6 +204,12 @@ def check_lesson(root):
     return problems
 
 
+def _episode_minutes(path):
+    """An episode's teaching + exercises minutes, from its front matter."""
+    meta, _, _ = _split_front_matter(path.read_text(encoding="utf-8"))
+    return int((meta or {}).get("teaching", 0)) + int((meta or {}).get("exercises", 0))
+
+
 MINUTES_HEADING = re.compile(r"^### Episode (\d{2}), .*: (\d+) minutes\s*$")
 MINUTES_ROW = re.compile(r"^\|(.*?)\|\s*(\*\*)?(\d+)(\*\*)?\s*\|(.*)\|\s*$")
 CORE_LIMIT = 90
@@ -239,8 +245,7 @@ def check_minutes(text, listed, episodes_dir):
                 core = (offset, int(row[3]))
             else:
                 rows.append(int(row[3]))
-        meta, _, _ = _split_front_matter((episodes_dir / name).read_text(encoding="utf-8"))
-        expected = int((meta or {}).get("teaching", 0)) + int((meta or {}).get("exercises", 0))
+        expected = _episode_minutes(episodes_dir / name)
         if core is None:
             report(number, f"the minutes table of {name} has no '| **Core** | **{total}** | |' row")
         elif core[1] != total:
@@ -279,8 +284,7 @@ def check_schedule(text, listed, episodes_dir):
             if not path.exists():
                 report(number, f"links to {name}, which is not in episodes/")
                 continue
-            meta, _, _ = _split_front_matter(path.read_text(encoding="utf-8"))
-            expected = int((meta or {}).get("teaching", 0)) + int((meta or {}).get("exercises", 0))
+            expected = _episode_minutes(path)
             if minutes != expected:
                 report(number, f"gives {name} {minutes} minutes, but its teaching + exercises add up to {expected}")
     for name in listed:
