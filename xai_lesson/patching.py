@@ -21,7 +21,7 @@ approximation of the patch.
 The *logit lens* (nostalgebraist 2020) reads a layer's hidden state at the last
 token through the model's final norm and unembedding, as if it were the last layer.
 
-The module names come from ``xai_lesson.tracing.ARCHITECTURES``; the patched runs
+The module names come from ``xai_lesson.transformer.ARCHITECTURES``; the patched runs
 are batched, many per forward pass.
 """
 
@@ -30,14 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from xai_lesson import tracing, validate
-from xai_lesson.tracing import _get, _hidden, _with_hidden
+from xai_lesson import tracing, transformer, validate
+from xai_lesson.transformer import layer_output as _hidden, with_layer_output as _with_hidden
 
 KINDS = ("hidden", "attn", "mlp", "head")
-# Per architecture: the attention module's output projection (its input holds the heads side by side)
-# and the final norm applied before the unembedding.
-HEAD_PROJECTIONS = {"llama": "o_proj", "mistral": "o_proj", "qwen2": "o_proj", "gpt2": "c_proj"}
-FINAL_NORMS = {"llama": "model.norm", "mistral": "model.norm", "qwen2": "model.norm", "gpt2": "transformer.ln_f"}
 
 
 @dataclass
@@ -219,12 +215,11 @@ def sites(model, kind):
     """The patched sites of ``kind``, one per layer: layer outputs, attention outputs, MLP outputs or heads."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
-    modules = tracing.model_modules(model)
+    modules = transformer.model_modules(model)
     if kind != "head":
         return [_Site(module) for module in modules[kind]]
     heads = model.config.num_attention_heads
-    projection = HEAD_PROJECTIONS[model.config.model_type]
-    return [_Site(getattr(attn, projection), pre=True, groups=heads) for attn in modules["attn"]]
+    return [_Site(projection, pre=True, groups=heads) for projection in modules["head_projection"]]
 
 
 def _register(site, hook):
@@ -467,17 +462,14 @@ class LensResult:
 
 def logit_lens(model, tokenizer, prompt, answer):
     """Read every layer's output at the last token of ``prompt`` through the final norm and the unembedding."""
-    model_type = model.config.model_type
-    if model_type not in FINAL_NORMS:
-        raise ValueError(f"The logit lens does not know the final norm of model type {model_type!r}; add its "
-                         f"path to xai_lesson.patching.FINAL_NORMS (known: {sorted(FINAL_NORMS)}).")
+    modules = transformer.model_modules(model)  # a ValueError naming the fix for an unknown model type
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be one string, got {type(prompt).__name__}.")
     answer_id = tracing.answer_token_id(tokenizer, answer)
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
     validate.token_ids(answer_id, model.get_output_embeddings().out_features, "the answer's token id")
     _, states = run_with_cache(model, ids, sites(model, "hidden"))
-    norm, unembed = _get(model, FINAL_NORMS[model_type]), model.get_output_embeddings()
+    norm, unembed = modules["final_norm"], modules["unembed"]
     with torch.inference_mode():
         logits = unembed(norm(torch.stack([state[-1] for state in states])))
     probs = logits.softmax(-1)

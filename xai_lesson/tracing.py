@@ -13,8 +13,8 @@ The *indirect effect* of a state is p(answer | restored) - p(answer | corrupted)
 
 Everything works through torch forward hooks on the decoder layers and their
 MLP and attention submodules, so the same code runs on SmolLM2 (Llama
-architecture, offline) and on GPT-2. ``ARCHITECTURES`` is the only place that
-names modules.
+architecture, offline) and on GPT-2. ``xai_lesson.transformer.ARCHITECTURES`` is
+the only place that names modules.
 
 ``causal_trace(..., method="fast")`` batches many restorations into one forward
 pass and reuses work that cannot change: it starts each pass at the patched
@@ -36,40 +36,15 @@ import numpy as np
 import torch
 
 from xai_lesson import validate
+# The architecture lookups live in xai_lesson.transformer; tracing.model_modules stays as a name
+# because episode 08 teaches it.
+from xai_lesson.transformer import ARCHITECTURES, hooks as _hooks, layer_output as _hidden, model_modules  # noqa: F401
+from xai_lesson.transformer import with_layer_output as _with_hidden
 
-# Module paths per architecture (config.model_type). Add a line here to trace a new family.
-ARCHITECTURES = {
-    "llama": {"layers": "model.layers", "mlp": "mlp", "attn": "self_attn", "embed": "model.embed_tokens"},
-    "mistral": {"layers": "model.layers", "mlp": "mlp", "attn": "self_attn", "embed": "model.embed_tokens"},
-    "qwen2": {"layers": "model.layers", "mlp": "mlp", "attn": "self_attn", "embed": "model.embed_tokens"},
-    "gpt2": {"layers": "transformer.h", "mlp": "mlp", "attn": "attn", "embed": "transformer.wte"},
-}
 KINDS = ("hidden", "mlp", "attn")
 FACTS_CSV = "facts/known_facts.csv"
 CATEGORIES = ("first subject token", "middle subject tokens", "last subject token",
               "first subsequent token", "further tokens", "last token")
-
-
-def _get(root, dotted):
-    for name in dotted.split("."):
-        root = getattr(root, name)
-    return root
-
-
-def model_modules(model):
-    """The modules causal tracing hooks: {"layers", "mlp", "attn": lists, "embed": module}."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in ARCHITECTURES:
-        raise ValueError(f"Causal tracing does not know the module names of model type {model_type!r}. "
-                         f"Known types: {sorted(ARCHITECTURES)}. Add an entry to "
-                         "xai_lesson.tracing.ARCHITECTURES with the paths of its layers, MLP, "
-                         "attention and input embedding.")
-    paths = ARCHITECTURES[model_type]
-    layers = list(_get(model, paths["layers"]))
-    return {"layers": layers, "hidden": layers,
-            "mlp": [_get(layer, paths["mlp"]) for layer in layers],
-            "attn": [_get(layer, paths["attn"]) for layer in layers],
-            "embed": _get(model, paths["embed"])}
 
 
 def _check_kind(kind):
@@ -163,25 +138,6 @@ def embedding_noise_scale(model, tokenizer, subjects=None, factor=3.0):
     with torch.inference_mode():
         vectors = embed(torch.tensor(ids))
     return float(factor * vectors.std())
-
-
-@contextmanager
-def _hooks(pairs):
-    """Register (module, hook) forward hooks; remove them however the block ends."""
-    handles = [module.register_forward_hook(hook) for module, hook in pairs]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _hidden(output):
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _with_hidden(output, tensor):
-    return (tensor,) + tuple(output[1:]) if isinstance(output, tuple) else tensor
 
 
 def restore_hook(clean, token):
