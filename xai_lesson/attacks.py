@@ -160,7 +160,7 @@ def flip_rates(predict_proba, texts, label, prefixes):
     length together (as ``SentimentClassifier.predict_proba`` does) wastes little on padding."""
     if isinstance(prefixes, str):
         raise TypeError("prefixes must be a list of strings, not one string: wrap it as [prefix].")
-    prefixes, texts = list(prefixes), _texts(texts)
+    prefixes, texts = list(prefixes), validate.texts(texts)
     if not prefixes or not all(isinstance(p, str) for p in prefixes):
         raise ValueError("prefixes must be a non-empty list of strings.")
     validate.class_index(label, name="label")
@@ -192,15 +192,6 @@ def fill_templates(templates, **slots):
     return texts
 
 
-def _texts(texts):
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string: wrap it as [text].")
-    texts = list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a non-empty list of strings.")
-    return texts
-
-
 def _pairs(pairs):
     pairs = list(pairs)
     if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(t, str) for t in p)
@@ -211,7 +202,7 @@ def _pairs(pairs):
 
 def mft_failures(predict_proba, texts, expected):
     """Minimum functionality test: which texts are not predicted as class ``expected``."""
-    texts = _texts(texts)
+    texts = validate.texts(texts)
     validate.class_index(expected, name="expected")
     probs = validate.probabilities(predict_proba(texts), len(texts))
     validate.class_index(expected, probs.shape[1], "expected")

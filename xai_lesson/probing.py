@@ -536,9 +536,8 @@ class LayerReplay:
 
     @torch.no_grad()
     def __init__(self, classifier, texts, layer, batch_size=64):
-        from xai_lesson.text_classifier import _check_texts
 
-        texts = _check_texts(texts)
+        texts = validate.texts(texts)
         blocks = classifier.encoder.encoder.layer
         if not isinstance(layer, int) or not 1 <= layer < len(blocks):
             raise ValueError(f"layer must be an int from 1 to {len(blocks) - 1}, so that a later "
