@@ -46,7 +46,8 @@ TERMS = {
                    "cross-validation", "majority-class baseline", "bag-of-words", "re-initialised", "part of speech",
                    "silver labels", "control task", "selectivity", "multi-layer perceptron", "intervention",
                    "paired", "most frequent tag", "regularisation", "forward hook", "amnesic probing", "INLP",
-                   "selection effect", "single-direction ablation"],
+                   "selection effect", "single-direction ablation", "corrected resampled t-test", "distilled",
+                   "matched accuracy", "McNemar's test", "normal approximation", "nullspace", "standardise"],
     "08-causal-tracing": ["causal tracing", "clean run", "corrupted run", "restored run", "subject", "indirect effect",
                           "forward hook", "residual stream", "decoder layer", "window", "resample ablation",
                           "mean ablation", "total effect", "positive control", "logit difference", "severed MLP",
@@ -68,7 +69,8 @@ GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box me
                      "restored run": "clean, corrupted and restored runs", "live": "live network",
                      "midpoint rule": "quadrature rule", "trapezoid rule": "quadrature rule",
                      "Gauss–Legendre": "quadrature rule",
-                     "denoising": "denoising and noising", "noising": "denoising and noising"}
+                     "denoising": "denoising and noising", "noising": "denoising and noising",
+                     "distilled": "distillation"}
 
 
 def glossary():
