@@ -297,7 +297,8 @@ def load_occupation_statistics():
 # ---------------------------------------------------------------------------
 
 @torch.no_grad()
-def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3, n_trials=30, seed=0):
+def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3, n_trials=30, seed=0,
+                 return_texts=False):
     """p(predicted class) after each of ``n_trials`` random edits of ``text``: the baseline
     for ``perturbation.hotflip`` under the same constraints.
 
@@ -310,7 +311,8 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
 
     Returns (p before, array of p after each trial). With ``n_trials`` equal to the
     number of candidates ``hotflip`` tries (``max_edits * n_candidates``), the
-    baseline has the same number of model calls as the attack.
+    baseline has the same number of model calls as the attack. With ``return_texts``,
+    a third element lists the edited texts, so that a success can be read.
     """
     from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity, _editable_positions
 
@@ -334,7 +336,7 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
             ok &= similarity >= min_similarity
         allowed = {p: vocabulary[row] for p, row in zip(positions, ok) if row.any()}
     if not allowed:
-        return float(first[label]), np.array([])
+        return (float(first[label]), np.array([])) + (([],) if return_texts else ())
     rng = np.random.default_rng(seed)
     editable = sorted(allowed)
     trials = ids.repeat(n_trials, 1)
@@ -343,4 +345,8 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
             words = allowed[int(p)]
             trials[t, p] = words[rng.integers(len(words))]
     after = classifier(input_ids=trials, attention_mask=mask.repeat(n_trials, 1)).softmax(-1)[:, label]
-    return float(first[label]), after.numpy().astype(float)
+    result = float(first[label]), after.numpy().astype(float)
+    if return_texts:
+        end = int(mask[0].sum()) - 1
+        result += ([classifier.tokenizer.decode(row[1:end]) for row in trials],)
+    return result
