@@ -55,7 +55,7 @@ TERMS = {
                           "beginning-of-sequence token"],
     "09-activation-patching": ["activation patching", "patched run", "logit difference", "normalised recovery",
                                "attribution patching", "logit lens", "tuned lens", "residual stream",
-                               "denoising", "noising", "direct logit attribution"],
+                               "denoising", "noising", "direct logit attribution", "GradDrop"],
 }
 
 # A term used in an episode may be an inflected or hyphenated form of the glossary's headword.

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer
 
 from test_tracing import _tiny_model
-from xai_lesson import patching
+from xai_lesson import patching, tracing
 from xai_lesson.models import cache_smollm2
 from xai_lesson.patching import PromptPair, activation_patching, attribution_patching, make_pair
 
@@ -94,6 +94,20 @@ def test_batched_patching_matches_one_run_at_a_time(tiny, pair, kind):
         manual = _manual_patch(tiny, pair, modules[layer].module, position)
         assert batched.patched[layer, position] == pytest.approx(manual, abs=1e-4)
     assert batched.runs == 6 * 2  # 6 layers x the 2 positions from the first differing token on
+
+
+def test_corruption_by_metric_reproduces_patching_and_the_causal_trace(tiny, tokenizer, pair):
+    position, layers = pair.subject_range[1] - 1, [0, 2, 5]
+    table = patching.corruption_by_metric(tiny, pair, layers, position, noise=0.5, samples=3)
+    # Patching scored by the logit difference is activation patching's map.
+    patched = activation_patching(tiny, pair, kind="hidden")
+    np.testing.assert_allclose(table["patching"]["logit difference"], patched.recovery[layers, position], atol=1e-4)
+    # Noise scored by probability is the causal trace with the same draws, normalised by its total effect.
+    with pytest.warns(UserWarning):  # the tiny random model gives the answer a low probability
+        trace = tracing.causal_trace(tiny, tokenizer, PROMPT, SUBJECT, answer=" Tokyo", noise=0.5, samples=3)
+    np.testing.assert_allclose(table["tracing"]["probability"] * (trace.clean_prob - trace.corrupted_prob),
+                               trace.scores[layers, position], atol=1e-5)
+    assert set(table) == set(patching.CORRUPTIONS) and all(set(v) == set(patching.METRICS) for v in table.values())
 
 
 def test_head_patching_copies_one_head_at_the_last_token(tiny, pair):

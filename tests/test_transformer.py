@@ -57,3 +57,14 @@ def test_layer_output_round_trip():
     new = torch.full((2, 3), 2.0)
     assert transformer.with_layer_output((hidden, other), new) == (new, other)
     assert transformer.with_layer_output(hidden, new) is new
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_count_positions_counts_rows_times_tokens_and_removes_its_hook(architecture):
+    model = toys.lm(architecture)
+    first = transformer.model_modules(model)["layers"][0]
+    with torch.inference_mode(), transformer.count_positions(model) as counted:
+        model(torch.tensor([[1, 5, 7, 3], [2, 2, 2, 2]]))
+        model(torch.tensor([[4, 6]]))
+    assert counted["positions"] == 2 * 4 + 2
+    assert not first._forward_pre_hooks

@@ -213,6 +213,8 @@ ROWS = [
         ValueError, "sub-module of the model"),
     Row(patching.activation_patching, lambda: patching.activation_patching(
         T.lm("gpt2", 3), T.pair()), ValueError, "context of 3 positions"),
+    Row(patching.corruption_by_metric, lambda: patching.corruption_by_metric(T.lm(), T.pair(), [99], 0, 1.0),
+        ValueError, "out of range"),
     Row(patching.attribution_patching, lambda: patching.attribution_patching(T.lm(), "pair"), TypeError,
         "PromptPair"),
     Row(patching.logit_lens, lambda: patching.logit_lens(T.lm("gpt2", 16), T.lm_tokenizer(), T.LONG_PROMPT,

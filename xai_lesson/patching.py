@@ -450,6 +450,76 @@ def attribution_patching(model, pair, kind="hidden", position=-1, site_list=None
                        columns, runs=2, backward=1)
 
 
+CORRUPTIONS = ("patching", "tracing")
+METRICS = ("logit difference", "probability")
+
+
+def corruption_by_metric(model, pair, layers, position, noise, samples=10, seed=0):
+    """Restore one layer's clean output at ``position`` under two corruptions, scored with two metrics.
+
+    The corruptions: ``"patching"`` runs the pair's corrupted prompt (another subject);
+    ``"tracing"`` adds Gaussian noise of standard deviation ``noise`` to the clean prompt's
+    subject tokens (``pair.subject_range``), ``samples`` draws seeded as ``tracing.causal_trace``
+    seeds them. The metrics: the logit difference (clean answer minus the pair's corrupted
+    answer; for noise this contrast is borrowed from the pair, since noise names no other
+    answer) and the probability of the clean answer, each averaged over the noise draws.
+    Every cell is a normalised recovery, (restored - corrupted) / (clean - corrupted), with
+    the clean and corrupted runs of its own corruption and metric. All runs of one call
+    share one forward pass.
+
+    Returns ``{corruption: {metric: array with one recovery per entry of layers}}``.
+    """
+    _check_model_and_pair(model, pair)
+    if pair.subject_range is None:
+        raise ValueError("pair.subject_range is None: noise needs the subject's tokens. Build the pair with "
+                         "make_pair, fact_pairs or symmetric_pairs, which set it.")
+    decoder = transformer.model_modules(model)["layers"]
+    if isinstance(layers, (int, str)) or not list(layers):
+        raise TypeError("layers must be a non-empty list of layer indices, e.g. [0, 9, 21].")
+    layers = [validate.index(i, len(decoder), "each of layers", "layers") for i in layers]
+    position = validate.index(position, pair.n_tokens, "position", "tokens in the prompts")
+    validate.number(noise, "noise (a standard deviation)", minimum=0)
+    validate.count(samples, "samples")
+    start, end = pair.subject_range
+    draws = torch.randn((samples, end - start, model.config.hidden_size), generator=torch.Generator().manual_seed(seed))
+    _, clean_states = run_with_cache(model, pair.clean_ids, sites(model, "hidden"))
+    embed = model.get_input_embeddings()
+    n = len(layers)
+    with torch.inference_mode():
+        clean_embeds, corrupted_embeds = embed(pair.clean_ids), embed(pair.corrupted_ids)
+        noisy = clean_embeds.repeat(samples, 1, 1)
+        noisy[:, start:end] += noise * draws
+        # rows: clean, corrupted, one patched run per layer, the noisy runs, then the noisy runs restored per layer
+        batch = torch.cat([clean_embeds, corrupted_embeds, corrupted_embeds.repeat(n, 1, 1), noisy,
+                           noisy.repeat(n, 1, 1)])
+        restored = {}
+        for k, layer in enumerate(layers):
+            first = 2 + n + samples + k * samples
+            restored.setdefault(layer, []).extend([2 + k, *range(first, first + samples)])
+
+        def restore(layer):
+            rows = torch.tensor(restored[layer])
+
+            def hook(module, args, output):
+                hidden = _hidden(output).clone()
+                hidden[rows, position] = clean_states[layer][position]
+                return _with_hidden(output, hidden)
+            return hook
+
+        with transformer.hooks([(decoder[layer], restore(layer)) for layer in restored]):
+            logits = model(inputs_embeds=batch, logits_to_keep=1).logits[:, -1]
+    values = {"logit difference": logit_difference(logits, pair).numpy().astype(np.float64),
+              "probability": logits.softmax(-1)[:, pair.clean_answer_id].numpy().astype(np.float64)}
+    table = {corruption: {} for corruption in CORRUPTIONS}
+    for metric, v in values.items():
+        clean, patched = v[0], v[2:2 + n]
+        noisy_mean = v[2 + n:2 + n + samples].mean()
+        restored_mean = v[2 + n + samples:].reshape(n, samples).mean(1)
+        table["patching"][metric] = (patched - v[1]) / (clean - v[1])
+        table["tracing"][metric] = (restored_mean - noisy_mean) / (clean - noisy_mean)
+    return table
+
+
 @dataclass
 class LensResult:
     """The logit lens at the last token: per layer, the answer's probability and rank (0 = top), and the top token."""
@@ -495,5 +565,6 @@ def top_k_overlap(scores, reference, k):
 
 __all__ = ["KINDS", "PromptPair", "make_pair", "fact_pairs", "symmetric_pairs", "logit_difference", "sites",
            "run_with_cache",
-           "PatchResult", "normalised_recovery", "activation_patching", "attribution_patching", "LensResult",
+           "PatchResult", "normalised_recovery", "activation_patching", "attribution_patching", "CORRUPTIONS", "METRICS",
+           "corruption_by_metric", "LensResult",
            "logit_lens", "top_k_overlap"]

@@ -84,3 +84,24 @@ def hooks(pairs):
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def count_positions(model):
+    """Count the token positions that go through the model's first decoder layer while the block runs.
+
+    Yields a dict whose ``"positions"`` grows by rows x tokens at every forward pass
+    (a pass with a key-value cache counts only its new tokens). It is a measure of work
+    that does not depend on the machine: every decoder layer does about the same work per position.
+    """
+    counted = {"positions": 0}
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        counted["positions"] += hidden.shape[0] * hidden.shape[1]
+
+    handle = model_modules(model)["layers"][0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield counted
+    finally:
+        handle.remove()
