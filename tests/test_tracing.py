@@ -291,8 +291,11 @@ def test_the_notebooks_hand_written_restore_runs_on_other_architectures(architec
     namespace = _run_hand_written_cells(model, tokenizer, own_answer=True)
     # The notebook's own check: restore equals tracing.restored_probability at every layer, the last included.
     exec(_notebook_cell("check_samples = 1"), namespace)
-    probabilities = [p for p, _ in namespace["checked"].values()]
-    assert max(probabilities) - min(probabilities) > 0.01, "the check needs restorations that change the answer"
+    # Live: the checked restorations (every third layer and the last, at two tokens) change the answer.
+    reference, layers = namespace["reference"], list(range(0, namespace["n_layers"], 3)) + [namespace["n_layers"] - 1]
+    checked = reference.scores[np.ix_(layers, [namespace["end"] - 1, namespace["last"]])]
+    assert np.ptp(checked) > 0.01, "the check needs restorations that change the answer"
+    assert max(namespace["differences"]) < 1e-4, "the hand-written restore must equal the library's"
     # The notebook's positive control and its straightforward window restoration.
     exec(_notebook_cell("restored_embeds = corrupted_embeds.clone()"), namespace)
     exec(_notebook_cell("def restore_window("), namespace)
@@ -376,6 +379,13 @@ def test_every_code_cell_of_the_episode_runs_on_other_architectures(architecture
     assert '"Leo Tolstoy", " Russian"' in cells[tolstoy]
     cells[tolstoy] = cells[tolstoy].replace(
         '" Russian"', json.dumps(_own_answer(model, tokenizer, "The mother tongue of Leo Tolstoy is")))
+    # The log-probability windows are read at SmolLM2's layers (attention centred on 21); this model has 12,
+    # traced at 0, 3, 6 and 9: centre the attention window on 9 instead.
+    for index, cell in enumerate(cells):
+        if "windows[" in cell:
+            cells[index] = cell.replace('(("attn", last_row, (21,))', '(("attn", last_row, (9,))').replace(
+                'windows["attn", 21,', 'windows["attn", 9,')
+    assert any('(("attn", last_row, (9,))' in cell for cell in cells), "the window cell changed: update this test"
     namespace = {"__name__": "__main__"}
     try:
         for cell, checks in zip(cells, checks_property):
