@@ -42,6 +42,9 @@ from xai_lesson.transformer import ARCHITECTURES, hooks as _hooks, layer_output 
 from xai_lesson.transformer import with_layer_output as _with_hidden
 
 KINDS = ("hidden", "mlp", "attn")
+# The fast tracer's default batch: at most this many rows (restorations x noise samples) per forward pass,
+# so that merging several traces of one prompt keeps the memory of a pass of 30 layers x 10 samples or so.
+_ROWS_PER_PASS = 300
 FACTS_CSV = "facts/known_facts.csv"
 CATEGORIES = ("first subject token", "middle subject tokens", "last subject token",
               "first subsequent token", "further tokens", "last token")
@@ -237,7 +240,12 @@ def _patched_layers(layer, kind, window, n_layers):
 
 @dataclass
 class TraceResult:
-    """What ``causal_trace`` returns. ``scores[layer, token]`` is an indirect effect."""
+    """What ``causal_trace`` returns. ``scores[layer, token]`` is an indirect effect.
+
+    ``log_scores`` holds the same restorations scored in log-probability: the mean over
+    noise samples of log p(answer | restored) minus that of log p(answer | corrupted)
+    (in nats). ``clean_log_prob`` and ``corrupted_log_prob`` are the two ends of its scale.
+    """
 
     scores: np.ndarray
     clean_prob: float
@@ -251,6 +259,9 @@ class TraceResult:
     noise: float
     samples: int
     method: str = field(default="fast")
+    log_scores: np.ndarray = field(default=None)
+    clean_log_prob: float = field(default=float("nan"))
+    corrupted_log_prob: float = field(default=float("nan"))
 
     @property
     def subject_positions(self):
@@ -291,13 +302,15 @@ def _clean_run(model, modules, ids, tokenizer, answer):
 
     pairs = [(modules[kind][i], keep(kind, i)) for kind in KINDS for i in range(len(modules["layers"]))]
     with _hooks(pairs):
-        probs = model(input_ids=ids, logits_to_keep=1).logits[0, -1].softmax(-1)
+        log_probs = model(input_ids=ids, logits_to_keep=1).logits[0, -1].log_softmax(-1)
+    probs = log_probs.exp()
     if answer is None:
         answer_id = int(probs.argmax())
     else:
         answer_id = answer_token_id(tokenizer, answer)
         _warn_unlikely_answer(tokenizer, answer, answer_id, float(probs[answer_id]))
-    return answer_id, float(probs[answer_id]), {k: torch.stack(v) for k, v in states.items()}
+    return (answer_id, float(probs[answer_id]), {k: torch.stack(v) for k, v in states.items()},
+            float(log_probs[answer_id]))
 
 
 def _restore_hooks(modules, kind, clean, rows_for_layer, offset):
@@ -322,21 +335,28 @@ def _answer_probs(logits, answer_id):
     return logits[:, -1].softmax(-1)[:, answer_id]
 
 
+def _answer_log_probs(logits, answer_id):
+    """log p(answer) of each row; exp() of it is ``_answer_probs``."""
+    return logits[:, -1].log_softmax(-1)[:, answer_id]
+
+
 def _straightforward(model, modules, kind, window, clean, corrupt, answer_id, positions, chosen_layers):
     """One forward pass per (layer, token, noise sample), as in the paper's code."""
     n_layers, n_tokens = len(modules["layers"]), corrupt.shape[1]
-    corrupted = torch.stack([_answer_probs(model(inputs_embeds=corrupt[s:s + 1]).logits, answer_id)[0]
+    corrupted = torch.stack([_answer_log_probs(model(inputs_embeds=corrupt[s:s + 1]).logits, answer_id)[0]
                              for s in range(len(corrupt))])
     scores = torch.full((n_layers, n_tokens), float("nan"))
+    log_scores = scores.clone()
     for layer in chosen_layers:
         for token in positions:
             restore = {m: [([0], token)] for m in _patched_layers(layer, kind, window, n_layers)}
-            probs = []
+            log_probs = []
             with _hooks(_restore_hooks(modules, kind, clean, restore, 0)):
                 for s in range(len(corrupt)):
-                    probs.append(_answer_probs(model(inputs_embeds=corrupt[s:s + 1]).logits, answer_id)[0])
-            scores[layer, token] = torch.stack(probs).mean()
-    return scores, corrupted.mean()
+                    log_probs.append(_answer_log_probs(model(inputs_embeds=corrupt[s:s + 1]).logits, answer_id)[0])
+            scores[layer, token] = torch.stack(log_probs).exp().mean()
+            log_scores[layer, token] = torch.stack(log_probs).mean()
+    return (scores, corrupted.exp().mean()), (log_scores, corrupted.mean())
 
 
 def _cache_tensors(cache):
@@ -369,15 +389,16 @@ def _corrupted_run(model, modules, corrupt, answer_id):
 
     with _hooks([(layer, keep(i)) for i, layer in enumerate(modules["layers"])]):
         out = model(inputs_embeds=corrupt, use_cache=True, logits_to_keep=1)
-    return layer_outputs, _cache_tensors(out.past_key_values), _answer_probs(out.logits, answer_id).mean()
+    log_probs = _answer_log_probs(out.logits, answer_id)
+    return layer_outputs, _cache_tensors(out.past_key_values), log_probs.exp().mean(), log_probs.mean()
 
 
-def _fast(model, modules, kind, window, clean, corrupt, answer_id, positions, chosen_layers, first_token,
-          layers_per_pass, corrupted_run=None):
+def _fast(model, modules, jobs, clean, corrupt, answer_id, first_token, layers_per_pass, corrupted_run):
     """Batched restorations that skip the work a restoration cannot change.
 
-    1. One corrupted run of all noise samples keeps every layer's output and the
-       keys and values of every position.
+    1. One corrupted run of all noise samples (``corrupted_run``, from
+       ``_corrupted_run``) keeps every layer's output and the keys and values of
+       every position; nothing here modifies it.
     2. Restoring a state at token ``t`` cannot change positions before ``t``
        (causal attention): each pass starts at ``t``, with the corrupted run's
        keys and values of the earlier positions as its cache.
@@ -387,29 +408,42 @@ def _fast(model, modules, kind, window, clean, corrupt, answer_id, positions, ch
        so restoring them changes nothing: their restored probability is the
        corrupted one, with no forward pass.
 
-    Every (layer, noise sample) restoration of one token shares one forward pass
-    (``layers_per_pass`` layers at a time). ``corrupted_run`` (from ``_corrupted_run``)
-    lets several traces of one prompt share step 1; nothing here modifies it.
+    ``jobs`` is a list of (name, kind, window, positions, layers). Every restoration
+    of one token, of all jobs (every kind, window and layer, and every noise sample),
+    shares one forward pass (``layers_per_pass`` restorations at a time). Returns
+    ``{name: (p restored, log p restored)}``, each (layers, tokens) with NaN where not traced.
     """
     from transformers import DynamicCache
 
     n_layers, (samples, n_tokens) = len(modules["layers"]), corrupt.shape[:2]
-    layer_outputs, kv, corrupted = corrupted_run or _corrupted_run(model, modules, corrupt, answer_id)
-    restored = torch.full((n_layers, n_tokens), float("nan"))
-    restored[np.ix_(chosen_layers, [t for t in positions if t < first_token])] = float(corrupted)
-    starts = [_first_computed_layer(layer, kind, window, n_layers) for layer in range(n_layers)]
-    for token in [t for t in positions if t >= first_token]:
+    layer_outputs, kv, corrupted, corrupted_log = corrupted_run
+    out = {}
+    by_token = {}  # token -> [(first computed layer, name, kind, window, layer)]
+    for name, kind, window, positions, chosen_layers in jobs:
+        restored = torch.full((n_layers, n_tokens), float("nan"))
+        restored_log = restored.clone()
+        before = [t for t in positions if t < first_token]
+        restored[np.ix_(chosen_layers, before)] = float(corrupted)
+        restored_log[np.ix_(chosen_layers, before)] = float(corrupted_log)
+        out[name] = (restored, restored_log)
+        for token in [t for t in positions if t >= first_token]:
+            by_token.setdefault(token, []).extend(
+                (_first_computed_layer(layer, kind, window, n_layers), name, kind, window, layer)
+                for layer in chosen_layers)
+    for token, groups in by_token.items():
+        # Rows are grouped by restoration and sorted by the first layer each changes,
+        # so the rows layer i must compute are the first active[i].
+        groups.sort(key=lambda group: group[0])
         position_ids = torch.arange(token, n_tokens).unsqueeze(0)
-        for first in range(0, len(chosen_layers), layers_per_pass):
-            patch_layers = chosen_layers[first:first + layers_per_pass]
-            repeats = len(patch_layers)
-            restore = {}
-            for i, layer in enumerate(patch_layers):
+        per_pass = layers_per_pass or max(1, _ROWS_PER_PASS // samples)
+        for first in range(0, len(groups), per_pass):
+            chunk = groups[first:first + per_pass]
+            repeats = len(chunk)
+            restore = {kind: {} for kind in KINDS}
+            for i, (_, _, kind, window, layer) in enumerate(chunk):
                 for m in _patched_layers(layer, kind, window, n_layers):
-                    restore.setdefault(m, []).append((slice(i * samples, (i + 1) * samples), token))
-            # Rows are grouped by patched layer, and the groups' first computed layers never decrease,
-            # so the rows layer i must compute are the first active[i].
-            active = [samples * sum(starts[layer] <= i for layer in patch_layers) for i in range(n_layers)]
+                    restore[kind].setdefault(m, []).append((slice(i * samples, (i + 1) * samples), token))
+            active = [samples * sum(start <= i for start, *_ in chunk) for i in range(n_layers)]
 
             def fills(index, rows, token=token):
                 return _hidden(layer_outputs[index])[:, token:].repeat(rows // samples, 1, 1)
@@ -423,12 +457,16 @@ def _fast(model, modules, kind, window, clean, corrupt, answer_id, positions, ch
                     (k[:, :, :token].repeat(max(n // samples, 1), 1, 1, 1),
                      v[:, :, :token].repeat(max(n // samples, 1), 1, 1, 1))
                     for (k, v), n in zip(kv, active)])
-            with (_staircase(modules["layers"], active, layer_outputs, fills),
-                  _hooks(_restore_hooks(modules, kind, clean, restore, token))):
+            hooks = [pair for kind in KINDS if restore[kind]
+                     for pair in _restore_hooks(modules, kind, clean, restore[kind], token)]
+            with _staircase(modules["layers"], active, layer_outputs, fills), _hooks(hooks):
                 logits = model(inputs_embeds=corrupt[:, token:].repeat(repeats, 1, 1), past_key_values=past,
                                position_ids=position_ids, use_cache=past is not None, logits_to_keep=1).logits
-            restored[patch_layers, token] = _answer_probs(logits, answer_id).view(repeats, samples).mean(1)
-    return restored, corrupted
+            log_probs = _answer_log_probs(logits, answer_id).view(repeats, samples)
+            for (_, name, _, _, layer), row in zip(chunk, log_probs):
+                out[name][0][layer, token] = row.exp().mean()
+                out[name][1][layer, token] = row.mean()
+    return out
 
 
 def _positions(chosen, n, name, what):
@@ -461,7 +499,7 @@ def causal_trace(model, tokenizer, prompt, subject, answer=None, kind="hidden", 
     seed : seed of the noise draws.
     method : "fast" (batched, with reuse) or "straightforward" (one pass per restored run).
     layers_per_pass : (fast) how many layers' restorations share one forward pass;
-        ``None`` means all of them. Fewer use less memory.
+        ``None`` means as many as fit in 300 rows (restorations x samples). Fewer use less memory.
     tokens : token positions to restore (negative ones count from the end, -1 is the
         last token); ``None`` means all. The other columns of ``scores`` are NaN.
     layers : layers to restore (for "mlp" and "attn", the centres of the windows);
@@ -487,16 +525,18 @@ def causal_trace(model, tokenizer, prompt, subject, answer=None, kind="hidden", 
             raise ValueError(f"window={window} is wider than the model's {len(modules['layers'])} layers: every "
                              "window would cover all layers, so every row of scores would be the same. Use a "
                              f"window from 1 to {len(modules['layers'])} (the paper uses 10).")
-        answer_id, clean_prob, clean = _clean_run(model, modules, ids, tokenizer, answer)
+        answer_id, clean_prob, clean, clean_log = _clean_run(model, modules, ids, tokenizer, answer)
         positions = _positions(tokens, ids.shape[1], "tokens", "the prompt has {n} tokens")
         chosen_layers = _positions(layers, len(modules["layers"]), "layers", "the model has {n} layers")
-        restored, corrupted = _straightforward(model, modules, kind, window, clean, corrupt, answer_id,
-                                               positions, chosen_layers)
+        (restored, corrupted), (restored_log, corrupted_log) = _straightforward(
+            model, modules, kind, window, clean, corrupt, answer_id, positions, chosen_layers)
     tokens = [tokenizer.decode([i]) for i in ids[0].tolist()]
     return TraceResult(scores=(restored - corrupted).numpy().astype(np.float64), clean_prob=clean_prob,
                        corrupted_prob=float(corrupted), answer=tokenizer.decode([answer_id]),
                        answer_id=answer_id, tokens=tokens, subject_range=subject_range, kind=kind,
-                       window=window, noise=noise, samples=samples, method=method)
+                       window=window, noise=noise, samples=samples, method=method,
+                       log_scores=(restored_log - corrupted_log).numpy().astype(np.float64),
+                       clean_log_prob=clean_log, corrupted_log_prob=float(corrupted_log))
 
 
 def causal_traces(model, tokenizer, prompt, subject, requests, answer=None, noise=None, samples=10, seed=0,
@@ -508,7 +548,11 @@ def causal_traces(model, tokenizer, prompt, subject, requests, answer=None, nois
     in ``causal_trace``. Returns ``{name: TraceResult}``; each result is the one
     ``causal_trace(model, tokenizer, prompt, subject, answer=answer, noise=noise,
     samples=samples, seed=seed, **request)`` gives, with the clean and corrupted
-    runs computed once instead of once per trace.
+    runs computed once instead of once per trace, and the restorations of all
+    requests at one token in shared forward passes (``layers_per_pass`` at a time; by default
+    as many as fit in 300 rows).
+    Each result also carries ``log_scores``, the same restorations scored in
+    log-probability, at no extra cost.
     """
     if not isinstance(requests, dict) or not requests:
         raise ValueError("requests must be a non-empty dict {name: dict(kind=..., window=..., tokens=..., "
@@ -526,9 +570,11 @@ def causal_traces(model, tokenizer, prompt, subject, requests, answer=None, nois
         ids, subject_range, modules, noise, corrupt = _prepare(model, tokenizer, prompt, subject, noise,
                                                                samples, seed)
         n_layers = len(modules["layers"])
-        answer_id, clean_prob, clean = _clean_run(model, modules, ids, tokenizer, answer)
+        answer_id, clean_prob, clean, clean_log = _clean_run(model, modules, ids, tokenizer, answer)
         run = _corrupted_run(model, modules, corrupt, answer_id)
+        corrupted, corrupted_log = run[2], run[3]
         tokens = [tokenizer.decode([i]) for i in ids[0].tolist()]
+        jobs = []
         for name, request in requests.items():
             kind, window = request.get("kind", "hidden"), request.get("window", 10)
             if kind != "hidden" and window > n_layers:
@@ -538,14 +584,16 @@ def causal_traces(model, tokenizer, prompt, subject, requests, answer=None, nois
                                  f"window from 1 to {n_layers} (the paper uses 10).")
             positions = _positions(request.get("tokens"), ids.shape[1], "tokens", "the prompt has {n} tokens")
             chosen_layers = _positions(request.get("layers"), n_layers, "layers", "the model has {n} layers")
-            restored, corrupted = _fast(model, modules, kind, window, clean, corrupt, answer_id, positions,
-                                        chosen_layers, subject_range[0], layers_per_pass or len(chosen_layers),
-                                        corrupted_run=run)
-            results[name] = TraceResult(scores=(restored - corrupted).numpy().astype(np.float64),
+            jobs.append((name, kind, window, positions, chosen_layers))
+        restored = _fast(model, modules, jobs, clean, corrupt, answer_id, subject_range[0], layers_per_pass, run)
+        for name, kind, window, _, _ in jobs:
+            p, log_p = restored[name]
+            results[name] = TraceResult(scores=(p - corrupted).numpy().astype(np.float64),
                                         clean_prob=clean_prob, corrupted_prob=float(corrupted),
                                         answer=tokenizer.decode([answer_id]), answer_id=answer_id, tokens=tokens,
                                         subject_range=subject_range, kind=kind, window=window, noise=noise,
-                                        samples=samples)
+                                        samples=samples, log_scores=(log_p - corrupted_log).numpy().astype(np.float64),
+                                        clean_log_prob=clean_log, corrupted_log_prob=float(corrupted_log))
     return results
 
 
@@ -560,7 +608,7 @@ def restored_probability(model, tokenizer, prompt, subject, states, kind="hidden
     _check_kind(kind)
     with torch.inference_mode():
         ids, _, modules, _, corrupt = _prepare(model, tokenizer, prompt, subject, noise, samples, seed)
-        answer_id, _, clean = _clean_run(model, modules, ids, tokenizer, answer)
+        answer_id, _, clean, _ = _clean_run(model, modules, ids, tokenizer, answer)
         n_layers, n_tokens = len(modules["layers"]), ids.shape[1]
         restore = {}
         for layer, token in states:
@@ -603,21 +651,27 @@ def token_categories(n_tokens, subject_range):
     return categories
 
 
-def average_by_category(results):
+def average_by_category(results, metric="probability"):
     """Mean indirect effect per (token category, layer) over many ``TraceResult``s.
 
+    ``metric`` is "probability" (``scores``) or "log-probability" (``log_scores``, in nats).
     Token positions that were not traced (NaN columns, see ``causal_trace(tokens=...)``) are left out.
     Returns an array of shape (len(CATEGORIES), layers); a category no prompt has is NaN.
     """
     if not results or not all(isinstance(r, TraceResult) for r in results):
         raise ValueError("results must be a non-empty list of TraceResult from causal_trace.")
+    if metric not in ("probability", "log-probability"):
+        raise ValueError(f"metric must be 'probability' or 'log-probability', got {metric!r}.")
+    if metric == "log-probability" and any(r.log_scores is None for r in results):
+        raise ValueError("metric='log-probability' needs results with log_scores (from causal_trace or causal_traces).")
     n_layers = results[0].scores.shape[0]
     sums, counts = np.zeros((len(CATEGORIES), n_layers)), np.zeros(len(CATEGORIES))
     for result in results:
+        scores = result.scores if metric == "probability" else result.log_scores
         per_category = {}
         for position, category in enumerate(token_categories(len(result.tokens), result.subject_range)):
-            if category is not None and not np.isnan(result.scores[:, position]).all():
-                per_category.setdefault(category, []).append(result.scores[:, position])
+            if category is not None and not np.isnan(scores[:, position]).all():
+                per_category.setdefault(category, []).append(scores[:, position])
         for category, columns in per_category.items():
             sums[category] += np.mean(columns, axis=0)
             counts[category] += 1
