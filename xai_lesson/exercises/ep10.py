@@ -101,7 +101,7 @@ def _tracin_problem(seed, d, hidden, rates):
     checkpoints = [_two_layer(seed * 10 + k, d, hidden) for k in range(len(rates))]
     train_example = (torch.randn(1, d, generator=generator, dtype=torch.float64), torch.tensor([seed % 2]))
     test_example = (torch.randn(1, d, generator=generator, dtype=torch.float64), torch.tensor([1 - seed % 2]))
-    return checkpoints, list(rates), torch.nn.CrossEntropyLoss(), train_example, test_example
+    return checkpoints, list(rates), torch.nn.functional.cross_entropy, train_example, test_example
 
 
 def _fresh_tracin(seed):
