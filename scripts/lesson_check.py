@@ -25,6 +25,9 @@ every problem it finds:
               and T at most 90 (optional depth goes to the episode's "Going further")
   summary     index.md, the lesson's summary page, links to every episode config.yaml lists,
               so that its list of what the lesson covers stays true as episodes are added
+  figures     a figure's caption has no square brackets and its alt text holds no quote
+              of the kind that delimits it (an apostrophe ends alt='...' early): the site
+              build (pandoc) then drops or garbles the figure, which pegboard does not notice
   claims      a notebook checks its claims with `claims.expect` in cells tagged `claims`, not
               with bare `assert` lines in the learner's way; a `claims` cell prints only
               ✔ lines; every ✔ line an episode shows is one its notebook printed
@@ -40,6 +43,8 @@ import yaml
 
 NESTED_IN_CHALLENGE = {"solution", "hint"}
 DIV_LINE = re.compile(r"^(:{3,})\s*(?:\{\.?([\w-]+)[^}]*\}|([\w-]+))?\s*$")
+FIGURE = re.compile(r"!\[(?P<caption>.*)\]\((?P<path>[^)\s]+)\)(?P<attrs>\{.*\})?")
+ALT = re.compile(r"alt=(?P<quote>['\"])")
 SCHEDULE_ROW = re.compile(r"^\|\s*(\d{1,2}):(\d{2})\s*\|(.*)\|\s*(\d+)\s*\|\s*$")
 
 
@@ -107,6 +112,22 @@ def check_markdown(text, path, episode=False, root=None):
     for number, language in fences:
         if not language:
             report(number, "code-lang", "code block has no language: write ```python, ```bash or ```output")
+
+    for number, line in prose:
+        for match in FIGURE.finditer(line):
+            if re.search(r"[\[\]]", match.group("caption")):
+                report(number, "figures", "a figure caption with square brackets: the site build cannot "
+                       "parse it; write the words without brackets")
+            attrs = match.group("attrs") or ""
+            alt = ALT.search(attrs)
+            if alt is None:
+                continue  # pegboard reports a missing alt text
+            quote = alt.group("quote")
+            inner = attrs[alt.end():].replace("\\" + quote, "")  # an escaped quote is fine
+            closing = inner.rfind(quote)
+            if closing == -1 or quote in inner[:closing]:
+                report(number, "figures", f"the alt text holds a {quote} inside {quote}...{quote}: pandoc ends the "
+                       "alt text there and drops the figure; reword it or escape it with a backslash")
 
     # Fenced divs: nesting and order (pegboard checks their names and balance).
     stack, order = [], []

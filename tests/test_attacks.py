@@ -221,3 +221,18 @@ def test_random_swaps_respect_the_similarity_constraint():
     assert np.array_equal(free, again)
     _, none = A.random_swaps(classifier, "good film", torch.tensor([ids("plot")]), min_similarity=0.9)
     assert len(none) == 0, "no allowed word at any position: no trial"
+
+
+def test_random_swaps_can_return_the_edited_texts():
+    classifier = TinyClassifier()
+    vocabulary = torch.arange(4, len(classifier.words))
+    p0, after, texts = A.random_swaps(classifier, "good film", vocabulary, n_trials=12, seed=0, return_texts=True)
+    assert len(texts) == 12 and all(t != "good film" for t in texts)
+    # each text is the edit that p was measured on
+    for text, p in zip(texts, after):
+        ids, mask = classifier.encode([text])
+        assert float(classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0, 1]) == pytest.approx(p, abs=1e-6)
+    assert np.array_equal(after, A.random_swaps(classifier, "good film", vocabulary, n_trials=12, seed=0)[1])
+    _, none, no_texts = A.random_swaps(classifier, "good film", torch.tensor([classifier.tokenizer.convert_tokens_to_ids("plot")]),
+                                       min_similarity=0.9, return_texts=True)
+    assert len(none) == 0 and no_texts == []

@@ -35,7 +35,8 @@ TERMS = {
     "05-perturbations": ["perturbation method", "black box", "model-agnostic", "leave-one-out", "input reduction",
                          "LIME", "surrogate model", "word piece", "Shapley value", "KernelSHAP", "efficiency",
                          "comprehensiveness", "sufficiency", "faithful", "entropy regulariser",
-                         "LayerNorm", "paired"],
+                         "LayerNorm", "paired", "coalition", "Holm's method", "p-value", "paired t-interval",
+                         "first-order estimate"],
     "06-attacking-text-models": ["adversarial perturbation", "HotFlip", "universal trigger", "flip rate",
                                  "challenge set", "minimal pair", "counterfactual", "log-odds", "sentiment lexicon",
                                  "meaning-preservation constraint", "minimum functionality test", "invariance test",
@@ -45,7 +46,8 @@ TERMS = {
                    "cross-validation", "majority-class baseline", "bag-of-words", "re-initialised", "part of speech",
                    "silver labels", "control task", "selectivity", "multi-layer perceptron", "intervention",
                    "paired", "most frequent tag", "regularisation", "forward hook", "amnesic probing", "INLP",
-                   "selection effect", "single-direction ablation"],
+                   "selection effect", "single-direction ablation", "corrected resampled t-test", "distilled",
+                   "matched accuracy", "McNemar's test", "normal approximation", "nullspace", "standardise"],
     "08-causal-tracing": ["causal tracing", "clean run", "corrupted run", "restored run", "subject", "indirect effect",
                           "forward hook", "residual stream", "decoder layer", "window", "resample ablation",
                           "mean ablation", "total effect", "positive control", "logit difference", "severed MLP",
@@ -72,7 +74,8 @@ GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box me
                      "midpoint rule": "quadrature rule", "trapezoid rule": "quadrature rule",
                      "Gauss–Legendre": "quadrature rule",
                      "denoising": "denoising and noising", "noising": "denoising and noising",
-                     "proponent": "proponent and opponent", "opponent": "proponent and opponent"}
+                     "proponent": "proponent and opponent", "opponent": "proponent and opponent",
+                     "distilled": "distillation"}
 
 
 def glossary():

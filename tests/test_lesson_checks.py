@@ -100,6 +100,8 @@ BROKEN = {
     "no teaching minutes": ("teaching: 10\n", "", "front-matter"),
     "minutes not a number": ("exercises: 5", "exercises: five", "front-matter"),
     "code without language": ("```python", "```", "code-lang"),
+    "apostrophe in alt text": ("{alt='A line rising", "{alt='The model's line rising", "figures"),
+    "brackets in a caption": ("![A figure.]", "![A figure [left].]", "figures"),
 }
 
 
@@ -325,3 +327,9 @@ def test_the_schedule_is_generated_from_the_minutes():
     spec.loader.exec_module(make_schedule)
     written = (ROOT / "instructors" / "schedule.md").read_text(encoding="utf-8")
     assert written == make_schedule.render(), "instructors/schedule.md is out of date: run scripts/make_schedule.py"
+
+
+def test_an_escaped_quote_in_alt_text_passes(episode_dir):
+    text = GOOD.replace("{alt='A line rising", "{alt='The model\\'s line rising", 1)
+    assert text != GOOD
+    assert "figures" not in rules(text, episode_dir)

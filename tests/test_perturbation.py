@@ -251,6 +251,25 @@ def test_hotflip_reports_what_the_model_says_about_the_edited_text(tiny_classifi
         P.hotflip(tiny_classifier, ["a film"])
 
 
+def test_hotflip_with_stop_below_goes_on_past_the_flip(tiny_classifier):
+    texts = ["the plot is thin and the jokes fall flat", "a warm and funny story about two brothers",
+             "a dull and tired film"]
+    went_on = 0
+    for text in texts:
+        plain = P.hotflip(tiny_classifier, text, max_edits=4, n_candidates=5)
+        held = P.hotflip(tiny_classifier, text, max_edits=4, n_candidates=5, stop_below=0.01)
+        went_on += len(held.edits) > len(plain.edits)
+        # the same greedy path up to the first flip
+        assert held.edits[:len(plain.edits)] == plain.edits
+        assert held.probabilities[:len(plain.probabilities)] == pytest.approx(plain.probabilities)
+        # it stops only below the threshold, or when the edits run out
+        assert held.probabilities[-1] < 0.01 or len(held.edits) == 4 or len(held.edits) == len(plain.edits)
+        assert all(p >= 0.01 for p in held.probabilities[:-1])
+    assert went_on >= 1  # the case is live: some attack went on past its first flip
+    with pytest.raises(ValueError, match="stop_below"):
+        P.hotflip(tiny_classifier, "a film", stop_below=1.5)
+
+
 def test_hotflip_only_uses_the_given_vocabulary(tiny_classifier):
     allowed = ["dull", "bright", "stone"]
     vocabulary = tiny_classifier.tokenizer.convert_tokens_to_ids(allowed)

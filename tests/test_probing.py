@@ -262,8 +262,14 @@ def test_selectivity_sweep_shows_that_a_weak_penalty_memorises_more():
     train, test = np.arange(1500), np.arange(1500, n)
     result = probing.selectivity_sweep(features, task, control, lambda C: linear_probe(C=C),
                                        [1e-4, 100.0], train, test)
-    assert set(result) == {"task", "control", "selectivity"}
+    assert set(result) == {"task", "control", "selectivity", "task_correct", "control_correct"}
     np.testing.assert_allclose(result["selectivity"], result["task"] - result["control"])
+    # The per-row results behind each accuracy, for paired comparisons on the same rows.
+    assert result["task_correct"].shape == result["control_correct"].shape == (2, len(test))
+    assert result["task_correct"].dtype == bool
+    np.testing.assert_allclose(result["task_correct"].mean(1), result["task"])
+    refit = linear_probe(C=100.0).fit(features[train], control[train])
+    np.testing.assert_array_equal(result["control_correct"][1], refit.predict(features[test]) == control[test])
     assert result["task"][1] > 0.9
     assert result["control"][1] > result["control"][0] + 0.05
     with pytest.raises(ValueError, match="values is empty"):

@@ -160,7 +160,7 @@ def flip_rates(predict_proba, texts, label, prefixes):
     length together (as ``SentimentClassifier.predict_proba`` does) wastes little on padding."""
     if isinstance(prefixes, str):
         raise TypeError("prefixes must be a list of strings, not one string: wrap it as [prefix].")
-    prefixes, texts = list(prefixes), _texts(texts)
+    prefixes, texts = list(prefixes), validate.texts(texts)
     if not prefixes or not all(isinstance(p, str) for p in prefixes):
         raise ValueError("prefixes must be a non-empty list of strings.")
     validate.class_index(label, name="label")
@@ -192,15 +192,6 @@ def fill_templates(templates, **slots):
     return texts
 
 
-def _texts(texts):
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string: wrap it as [text].")
-    texts = list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a non-empty list of strings.")
-    return texts
-
-
 def _pairs(pairs):
     pairs = list(pairs)
     if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(t, str) for t in p)
@@ -211,7 +202,7 @@ def _pairs(pairs):
 
 def mft_failures(predict_proba, texts, expected):
     """Minimum functionality test: which texts are not predicted as class ``expected``."""
-    texts = _texts(texts)
+    texts = validate.texts(texts)
     validate.class_index(expected, name="expected")
     probs = validate.probabilities(predict_proba(texts), len(texts))
     validate.class_index(expected, probs.shape[1], "expected")
@@ -306,7 +297,8 @@ def load_occupation_statistics():
 # ---------------------------------------------------------------------------
 
 @torch.no_grad()
-def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3, n_trials=30, seed=0):
+def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3, n_trials=30, seed=0,
+                 return_texts=False):
     """p(predicted class) after each of ``n_trials`` random edits of ``text``: the baseline
     for ``perturbation.hotflip`` under the same constraints.
 
@@ -319,7 +311,8 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
 
     Returns (p before, array of p after each trial). With ``n_trials`` equal to the
     number of candidates ``hotflip`` tries (``max_edits * n_candidates``), the
-    baseline has the same number of model calls as the attack.
+    baseline has the same number of model calls as the attack. With ``return_texts``,
+    a third element lists the edited texts, so that a success can be read.
     """
     from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity, _editable_positions
 
@@ -343,7 +336,7 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
             ok &= similarity >= min_similarity
         allowed = {p: vocabulary[row] for p, row in zip(positions, ok) if row.any()}
     if not allowed:
-        return float(first[label]), np.array([])
+        return (float(first[label]), np.array([])) + (([],) if return_texts else ())
     rng = np.random.default_rng(seed)
     editable = sorted(allowed)
     trials = ids.repeat(n_trials, 1)
@@ -352,4 +345,8 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
             words = allowed[int(p)]
             trials[t, p] = words[rng.integers(len(words))]
     after = classifier(input_ids=trials, attention_mask=mask.repeat(n_trials, 1)).softmax(-1)[:, label]
-    return float(first[label]), after.numpy().astype(float)
+    result = float(first[label]), after.numpy().astype(float)
+    if return_texts:
+        end = int(mask[0].sum()) - 1
+        result += ([classifier.tokenizer.decode(row[1:end]) for row in trials],)
+    return result

@@ -461,7 +461,7 @@ def _check_min_similarity(min_similarity):
         raise ValueError(f"min_similarity must be None or a cosine similarity from -1 to 1, got {min_similarity!r}.")
 
 
-def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min_similarity=None):
+def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min_similarity=None, stop_below=None):
     """Greedy word substitution guided by gradients, in the spirit of HotFlip (Ebrahimi et al. 2018).
 
     At each step, rank every (position, replacement) pair by the first-order
@@ -469,7 +469,10 @@ def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min
     ``n_candidates`` best for real, and keep the one that lowers it most. Only
     single-token alphabetic words are replaced, by whole-word tokens from
     ``vocabulary`` (default ``whole_word_vocabulary``), each position at most once.
-    Stops as soon as the prediction flips, or after ``max_edits`` edits.
+    Stops as soon as the prediction flips, or after ``max_edits`` edits. With
+    ``stop_below``, it goes on after a flip until p(original class) falls below
+    ``stop_below`` (for example ``0.5 - margin``, so that the attack is held to the
+    margin it is judged by), or the edits run out.
 
     With ``min_similarity``, a word may only be replaced by a candidate whose input
     embedding has at least that cosine similarity to the original word's: a simple
@@ -481,6 +484,8 @@ def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min
         raise ValueError(f"max_edits and n_candidates must be whole numbers of at least 1, "
                          f"got {max_edits!r} and {n_candidates!r}.")
     _check_min_similarity(min_similarity)
+    if stop_below is not None and not (isinstance(stop_below, (int, float)) and 0 < stop_below <= 1):
+        raise ValueError(f"stop_below must be a probability in (0, 1], got {stop_below!r}.")
     tokenizer = classifier.tokenizer
     table = classifier.encoder.get_input_embeddings().weight.detach()
     vocabulary = whole_word_vocabulary(tokenizer) if vocabulary is None else validate.token_ids(
@@ -524,7 +529,7 @@ def hotflip(classifier, text, max_edits=3, n_candidates=10, vocabulary=None, min
         edits.append((position, old, tokenizer.convert_ids_to_tokens(int(ids[0, position]))))
         probabilities.append(float(trial_probs[choice, label]))
         editable.remove(position)
-        if flipped:
+        if flipped and (stop_below is None or probabilities[-1] < stop_below):
             break
     new_text = tokenizer.decode(ids[0, 1:int(mask[0].sum()) - 1])
     return HotFlipResult(text, new_text, label, edits, probabilities, bool(edits) and flipped)

@@ -376,9 +376,12 @@ def corrected_paired_interval(differences, test_fraction, confidence=0.95):
 
     ``differences`` holds, fold by fold, score A minus score B on the same folds.
     Folds share training examples, so their scores are not independent and a plain
-    t-interval is too narrow. Nadeau & Bengio (2003) correct the variance by
-    ``1/k + n_test/n_train``; ``test_fraction`` is n_test / n_train (0.25 for 5 folds).
-    Returns ``(mean, low, high)``.
+    t-interval is too narrow. The corrected resampled t-test of Nadeau & Bengio (2003),
+    derived for repeated random train/test splits, multiplies the variance by
+    ``1/k + n_test/n_train`` for ``k`` differences; ``test_fraction`` is n_test / n_train
+    (0.25 for 5 folds). Using it for k-fold and repeated k-fold cross-validation (pass
+    all r x k differences of r repetitions) is the heuristic of Bouckaert & Frank (2004),
+    with k - 1 (or r x k - 1) degrees of freedom. Returns ``(mean, low, high)``.
     """
     from scipy import stats
 
@@ -400,7 +403,10 @@ def selectivity_sweep(features, task_labels, control_labels, make_probe, values,
     ``make_probe(value)`` returns a fresh classifier for one setting (for example
     one regularisation strength). Every setting is trained on the rows ``train``
     and scored on the rows ``test``, for both tasks, so the points are paired.
-    Returns a dict of arrays with keys ``"task"``, ``"control"`` and ``"selectivity"``.
+    Returns a dict of arrays with keys ``"task"``, ``"control"`` and ``"selectivity"``
+    (one entry per setting), and ``"task_correct"`` and ``"control_correct"``: boolean
+    arrays (settings, test rows), True where the probe got that row right, for paired
+    comparisons of two settings on the same rows.
     """
     features = np.asarray(features)
     task_labels, control_labels = np.asarray(task_labels), np.asarray(control_labels)
@@ -427,9 +433,10 @@ def selectivity_sweep(features, task_labels, control_labels, make_probe, values,
         for value in values:
             for labels, out in ((task_labels, task), (control_labels, control)):
                 out.append(make_probe(value).fit(features[train], labels[train])
-                           .score(features[test], labels[test]))
+                           .predict(features[test]) == labels[test])
     task, control = np.array(task), np.array(control)
-    return {"task": task, "control": control, "selectivity": task - control}
+    return {"task": task.mean(1), "control": control.mean(1), "selectivity": task.mean(1) - control.mean(1),
+            "task_correct": task, "control_correct": control}
 
 
 def probe_directions(fitted_probe):
@@ -536,9 +543,8 @@ class LayerReplay:
 
     @torch.no_grad()
     def __init__(self, classifier, texts, layer, batch_size=64):
-        from xai_lesson.text_classifier import _check_texts
 
-        texts = _check_texts(texts)
+        texts = validate.texts(texts)
         blocks = classifier.encoder.encoder.layer
         if not isinstance(layer, int) or not 1 <= layer < len(blocks):
             raise ValueError(f"layer must be an int from 1 to {len(blocks) - 1}, so that a later "

@@ -13,12 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_lesson import validate
+
 MAX_TOKENS = 128  # texts longer than this are cut; movie-review snippets are at most 79 tokens
 
 
 def cut_texts(batch, tokenizer, texts, **kwargs):
     """Indices of the texts that ``batch`` (tokenised with truncation) cut short."""
-    texts = _check_texts(texts)
+    texts = validate.texts(texts)
     encodings = getattr(batch, "encodings", None)
     if encodings:  # fast tokenizers keep what truncation removed
         return [i for i, e in enumerate(encodings) if e.overflowing]
@@ -70,7 +72,7 @@ class SentimentClassifier(nn.Module):
 
     def encode(self, texts):
         """Tokenise a list of strings into padded tensors (input_ids, attention_mask)."""
-        texts = _check_texts(texts)
+        texts = validate.texts(texts)
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
         cut = cut_texts(batch, self.tokenizer, texts)
         if cut:
@@ -83,7 +85,7 @@ class SentimentClassifier(nn.Module):
 
         Texts of similar length share a batch, so little time goes into padding.
         """
-        texts = _check_texts(texts)
+        texts = validate.texts(texts)
         order = np.argsort([len(text) for text in texts], kind="stable")
         rows = np.empty((len(texts), self.encoder.config.hidden_size), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
@@ -100,15 +102,6 @@ class SentimentClassifier(nn.Module):
         return self.head(features).softmax(-1).numpy()
 
 
-def _check_texts(texts):
-    if isinstance(texts, str):
-        raise TypeError("pass a list of strings, not one string: wrap it as [text].")
-    texts = list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise TypeError("texts must be a non-empty list of strings.")
-    return texts
-
-
 def train_sentiment_classifier(encoder, tokenizer, texts, labels, C=1.0, seed=0, features=None):
     """Fit the linear head with scikit-learn's logistic regression on frozen encoder features.
 
@@ -122,7 +115,7 @@ def train_sentiment_classifier(encoder, tokenizer, texts, labels, C=1.0, seed=0,
 
     from xai_lesson import validate
 
-    texts = _check_texts(texts)
+    texts = validate.texts(texts)
     validate.number(C, "C", minimum=0)
     labels = np.asarray(labels)
     if labels.shape != (len(texts),) or not set(np.unique(labels)) <= {0, 1}:

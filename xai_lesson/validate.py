@@ -104,6 +104,22 @@ def finite(values, name):
     return values
 
 
+def texts(values, name="texts"):
+    """A non-empty list of strings, as a new list; one string is refused with the fix (wrap it as [text])."""
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a list of strings, not one string: wrap it as [text].")
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a non-empty list of strings, got {_shown(values)}.") from None
+    if not values:
+        raise ValueError(f"{name} must be a non-empty list of strings, got an empty list.")
+    if not all(isinstance(text, str) for text in values):
+        raise TypeError(f"{name} must be a non-empty list of strings; it holds "
+                        f"{_shown(next(t for t in values if not isinstance(t, str)))}.")
+    return values
+
+
 def not_empty(n, what, fix):
     """An empty result is an error, not a value: ``n`` items of ``what`` must be at least one."""
     if n == 0:
