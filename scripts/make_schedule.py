@@ -42,16 +42,16 @@ LUNCH = ("Lunch", 60)
 # (heading, text, [(day heading or None, text, slots)]); a slot is an episode number or (what, minutes).
 TRACKS = [
     ("The whole lesson: three days",
-     "Every episode, in teaching order. Day 3 is a morning for now: the episodes on "
-     "training-data attribution, sparse autoencoders and steering will join it.",
+     "Every episode, in teaching order. Day 3 is a day for now: the episodes on "
+     "sparse autoencoders and steering will join it.",
      [("Day 1: images", "The introduction and the three image episodes.",
        [WELCOME, "01", BREAK, "02", LUNCH, "03", BREAK, "04", ("Wrap-up of the day: questions and feedback", 15)]),
       ("Day 2: explaining and testing text models",
        "Start with a recap of gradient × input and leave-one-out: the attacks episode uses both.",
-       [("Recap of day 1, open the first notebook", 15), "05", BREAK, "06", LUNCH, "07",
+       [("Recap of day 1, open the first notebook", 15), "05", BREAK, "06", LUNCH, "10",
         ("Wrap-up of the day: questions and feedback", 15)]),
-      ("Day 3: inside a language model", "Causal tracing, then patching on the same facts.",
-       [("Recap of day 2, open the first notebook", 15), "08", BREAK, "09",
+      ("Day 3: inside a language model", "Probing, causal tracing, then patching on the same facts.",
+       [("Recap of day 2, open the first notebook", 15), "07", BREAK, "08", LUNCH, "09",
         ("Wrap-up: which method for which question; feedback", 20)])]),
     ("One day: images",
      "For an audience that works with images: the introduction and the three image "

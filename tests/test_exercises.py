@@ -889,3 +889,72 @@ def test_flipped_share_reference_agrees_with_the_packages_flip_rate():
     assert ours == flip_rate(exercises.toy_predict_proba, positive, 2, prefix="bad")
     with pytest.raises(ValueError, match="nothing to flip"):
         exercises.check_flipped_share.reference([0, 1], [1, 0], [1, 0])
+
+
+# ---------------------------------------------------------------- episode 10
+
+def make_removal_influence(*, sign=1.0, regularise=True, bias_too=False, hessian=True, per_n=False, inverse=False):
+    """removal_influence, with one mistake switched on."""
+    def removal_influence(A, y, theta, C, a_test, y_test):
+        p = 1 / (1 + np.exp(-A @ theta))
+        G = A * (p - y)[:, None]
+        g_test = a_test * (1 / (1 + np.exp(-a_test @ theta)) - y_test)
+        penalty = np.full(len(theta), 1 / C if regularise else 0.0)
+        if not bias_too:
+            penalty[-1] = 0.0
+        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(penalty)
+        if not hessian:
+            return sign * G @ g_test
+        solved = np.linalg.inv(H) @ g_test if inverse else np.linalg.solve(H, g_test)
+        return sign * G @ solved / (len(y) if per_n else 1)
+    return removal_influence
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (make_removal_influence(sign=-1.0), "do not negate the result"),
+    (make_removal_influence(regularise=False), "add diag(1/C) for the weights"),
+    (make_removal_influence(regularise=False, inverse=True), "add diag(1/C) for the weights"),
+    (make_removal_influence(bias_too=True), "the bias (the last parameter) is not penalised"),
+    (make_removal_influence(hessian=False), "solve H x = g_test"),
+    (make_removal_influence(per_n=True), "no division by n"),
+    (lambda A, y, theta, C, a_test, y_test: np.zeros(len(y) + 1), "one number per training example"),
+])
+def test_removal_influence_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_removal_influence, mistake, hint, capsys)
+
+
+def test_removal_influence_accepts_a_right_answer_written_with_an_inverse(capsys):
+    line, _ = verdict(exercises.check_removal_influence, make_removal_influence(inverse=True), capsys)
+    assert "correct" in line
+
+
+def tracin_variant(**options):
+    from xai_lesson.exercises.ep10 import _variant
+    return lambda *problem: _variant(*problem, **options)
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (tracin_variant(no_rate=True), "multiply each checkpoint's dot product by its learning rate"),
+    (tracin_variant(last_layer=True), "every parameter"),
+    (tracin_variant(pair="train-train"), "one of the test example's"),
+    (tracin_variant(pair="test-test"), "one of the test example's"),
+    (tracin_variant(last_checkpoint=True), "sum over all the checkpoints"),
+    (lambda *problem: -tracin_variant()(*problem), "the sign is flipped"),
+    (lambda *problem: [tracin_variant()(*problem)], "return one score"),
+])
+def test_tracin_score_catches(mistake, hint, capsys):
+    assert_wrong(exercises.check_tracin_score, mistake, hint, capsys)
+
+
+def test_tracin_score_accepts_a_tensor_and_a_flattened_answer(capsys):
+    def flattened(checkpoints, rates, loss_fn, train_example, test_example):
+        total = torch.zeros((), dtype=torch.float64)
+        for model, rate in zip(checkpoints, rates):
+            grads = []
+            for inputs, targets in (train_example, test_example):
+                g = torch.autograd.grad(loss_fn(model(inputs), targets), list(model.parameters()))
+                grads.append(torch.cat([x.flatten() for x in g]))
+            total = total + rate * grads[0] @ grads[1]
+        return total
+    line, _ = verdict(exercises.check_tracin_score, flattened, capsys)
+    assert "correct" in line

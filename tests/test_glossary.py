@@ -56,6 +56,10 @@ TERMS = {
     "09-activation-patching": ["activation patching", "patched run", "logit difference", "normalised recovery",
                                "attribution patching", "logit lens", "tuned lens", "residual stream",
                                "denoising", "noising", "direct logit attribution", "GradDrop"],
+    "10-training-data-attribution": ["training-data attribution", "influence function", "TracIn",
+                                     "leave-one-out retraining", "Hessian", "checkpoint", "proponent", "opponent",
+                                     "self-influence", "leverage", "regularisation", "Spearman rank correlation",
+                                     "paired", "cosine similarity"],
 }
 
 # A term used in an episode may be an inflected or hyphenated form of the glossary's headword.
@@ -70,6 +74,7 @@ GLOSSARY_HEADWORD = {"white-box": "white-box method", "black-box": "black-box me
                      "midpoint rule": "quadrature rule", "trapezoid rule": "quadrature rule",
                      "Gauss–Legendre": "quadrature rule",
                      "denoising": "denoising and noising", "noising": "denoising and noising",
+                     "proponent": "proponent and opponent", "opponent": "proponent and opponent",
                      "distilled": "distillation"}
 
 

@@ -37,3 +37,4 @@ from .ep06 import check_flipped_share, check_swap_estimate  # noqa: F401
 from .ep07 import check_control_labels, check_masked_mean_pool  # noqa: F401
 from .ep08 import check_restore_hook, check_restored_logits, toy_language_model  # noqa: F401
 from .ep09 import check_normalised_recovery, check_patched_logits, toy_token_model  # noqa: F401
+from .ep10 import check_removal_influence, check_tracin_score  # noqa: F401
