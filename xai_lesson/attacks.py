@@ -311,6 +311,21 @@ def _allowed_swaps(classifier, table, ids, vocabulary, min_similarity):
     return {p: vocabulary[row] for p, row in zip(positions, ok) if row.any()}
 
 
+def _swap_setup(classifier, text, vocabulary, min_similarity, max_edits):
+    """Check the arguments; return ids, mask, p of the original, its label and the allowed swaps."""
+    from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity
+
+    _check_classifier(classifier)
+    _check_attack_text(text)
+    validate.count(max_edits, "max_edits")
+    _check_min_similarity(min_similarity)
+    table = classifier.encoder.get_input_embeddings().weight.detach()
+    vocabulary = validate.token_ids(vocabulary, len(table), "vocabulary")
+    ids, mask = classifier.encode([text])
+    first = classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0]
+    return ids, mask, first, int(first.argmax()), _allowed_swaps(classifier, table, ids, vocabulary, min_similarity)
+
+
 @torch.no_grad()
 def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3, n_trials=30, seed=0,
                  return_texts=False):
@@ -329,19 +344,8 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
     baseline has the same number of model calls as the attack. With ``return_texts``,
     a third element lists the edited texts, so that a success can be read.
     """
-    from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity
-
-    _check_classifier(classifier)
-    _check_attack_text(text)
-    validate.count(max_edits, "max_edits")
     validate.count(n_trials, "n_trials")
-    _check_min_similarity(min_similarity)
-    table = classifier.encoder.get_input_embeddings().weight.detach()
-    vocabulary = validate.token_ids(vocabulary, len(table), "vocabulary")
-    ids, mask = classifier.encode([text])
-    first = classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0]
-    label = int(first.argmax())
-    allowed = _allowed_swaps(classifier, table, ids, vocabulary, min_similarity)
+    ids, mask, first, label, allowed = _swap_setup(classifier, text, vocabulary, min_similarity, max_edits)
     if not allowed:
         return (float(first[label]), np.array([])) + (([],) if return_texts else ())
     rng = np.random.default_rng(seed)
@@ -377,18 +381,7 @@ def exhaustive_swaps(classifier, text, vocabulary, min_similarity=None, max_edit
     ``search=False`` it only counts the space (no model call on the edits; p_min is nan)."""
     from itertools import combinations, product
 
-    from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity
-
-    _check_classifier(classifier)
-    _check_attack_text(text)
-    validate.count(max_edits, "max_edits")
-    _check_min_similarity(min_similarity)
-    table = classifier.encoder.get_input_embeddings().weight.detach()
-    vocabulary = validate.token_ids(vocabulary, len(table), "vocabulary")
-    ids, mask = classifier.encode([text])
-    first = classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0]
-    label = int(first.argmax())
-    allowed = _allowed_swaps(classifier, table, ids, vocabulary, min_similarity)
+    ids, mask, first, label, allowed = _swap_setup(classifier, text, vocabulary, min_similarity, max_edits)
     edits = [(combo, words) for r in range(1, min(max_edits, len(allowed)) + 1)
              for combo in combinations(sorted(allowed), r)
              for words in product(*(allowed[p].tolist() for p in combo))]
