@@ -236,3 +236,21 @@ def test_random_swaps_can_return_the_edited_texts():
     _, none, no_texts = A.random_swaps(classifier, "good film", torch.tensor([classifier.tokenizer.convert_tokens_to_ids("plot")]),
                                        min_similarity=0.9, return_texts=True)
     assert len(none) == 0 and no_texts == []
+
+
+def test_exhaustive_swaps_searches_every_allowed_edit():
+    classifier = TinyClassifier()
+    vocabulary = torch.arange(4, len(classifier.words))
+    space = A.exhaustive_swaps(classifier, "good film", vocabulary, min_similarity=0.95)
+    # 'good' may only become 'fine' and 'film' only 'movie': 2 single swaps and 1 double swap
+    assert (space.n_swaps, space.n_edits) == (2, 3) and space.p_min > 0.5
+    free = A.exhaustive_swaps(classifier, "good film", vocabulary)
+    _, after = A.random_swaps(classifier, "good film", vocabulary, n_trials=50, seed=0)
+    assert free.p_min <= after.min() + 1e-6, "no random edit beats the exhaustive search"
+    ids, mask = classifier.encode([free.best_text])
+    assert float(classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0, 1]) == pytest.approx(free.p_min, abs=1e-6)
+    none = A.exhaustive_swaps(classifier, "good film", torch.tensor([classifier.tokenizer.convert_tokens_to_ids("plot")]),
+                              min_similarity=0.9)
+    assert (none.n_edits, none.best_text) == (0, "good film") and none.p_min == none.p_before
+    counted = A.exhaustive_swaps(classifier, "good film", vocabulary, search=False)
+    assert (counted.n_swaps, counted.n_edits) == (free.n_swaps, free.n_edits) and np.isnan(counted.p_min)

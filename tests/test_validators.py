@@ -299,6 +299,8 @@ ROWS = [
         "vocabulary"),
     Row(attacks.random_swaps, lambda: attacks.random_swaps(T.classifier(), "a fine film", [0], min_similarity=2),
         ValueError, "min_similarity"),
+    Row(attacks.exhaustive_swaps, lambda: attacks.exhaustive_swaps(T.classifier(), "a fine film", [-1]), ValueError,
+        "vocabulary"),
     Row(attacks.parse_occupation_statistics, lambda: attacks.parse_occupation_statistics("a,b\n1,2\n"), ValueError,
         "header"),
     # perturbation

@@ -296,6 +296,36 @@ def load_occupation_statistics():
 # A random-swap baseline under an attack's constraints
 # ---------------------------------------------------------------------------
 
+def _allowed_swaps(classifier, table, ids, vocabulary, min_similarity):
+    """{position: allowed replacement ids} for the positions hotflip may edit (see random_swaps)."""
+    from xai_lesson.perturbation import _editable_positions
+
+    positions = _editable_positions(classifier.tokenizer, ids[0])
+    if not positions:
+        return {}
+    originals = torch.nn.functional.normalize(table[ids[0, positions]], dim=-1)
+    similarity = originals @ torch.nn.functional.normalize(table[vocabulary], dim=-1).T
+    ok = vocabulary[None, :] != ids[0, positions][:, None]
+    if min_similarity is not None:
+        ok &= similarity >= min_similarity
+    return {p: vocabulary[row] for p, row in zip(positions, ok) if row.any()}
+
+
+def _swap_setup(classifier, text, vocabulary, min_similarity, max_edits):
+    """Check the arguments; return ids, mask, p of the original, its label and the allowed swaps."""
+    from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity
+
+    _check_classifier(classifier)
+    _check_attack_text(text)
+    validate.count(max_edits, "max_edits")
+    _check_min_similarity(min_similarity)
+    table = classifier.encoder.get_input_embeddings().weight.detach()
+    vocabulary = validate.token_ids(vocabulary, len(table), "vocabulary")
+    ids, mask = classifier.encode([text])
+    first = classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0]
+    return ids, mask, first, int(first.argmax()), _allowed_swaps(classifier, table, ids, vocabulary, min_similarity)
+
+
 @torch.no_grad()
 def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3, n_trials=30, seed=0,
                  return_texts=False):
@@ -314,27 +344,8 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
     baseline has the same number of model calls as the attack. With ``return_texts``,
     a third element lists the edited texts, so that a success can be read.
     """
-    from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity, _editable_positions
-
-    _check_classifier(classifier)
-    _check_attack_text(text)
-    validate.count(max_edits, "max_edits")
     validate.count(n_trials, "n_trials")
-    _check_min_similarity(min_similarity)
-    table = classifier.encoder.get_input_embeddings().weight.detach()
-    vocabulary = validate.token_ids(vocabulary, len(table), "vocabulary")
-    ids, mask = classifier.encode([text])
-    first = classifier(input_ids=ids, attention_mask=mask).softmax(-1)[0]
-    label = int(first.argmax())
-    positions = _editable_positions(classifier.tokenizer, ids[0])
-    allowed = {}
-    if positions:
-        originals = torch.nn.functional.normalize(table[ids[0, positions]], dim=-1)
-        similarity = originals @ torch.nn.functional.normalize(table[vocabulary], dim=-1).T
-        ok = vocabulary[None, :] != ids[0, positions][:, None]
-        if min_similarity is not None:
-            ok &= similarity >= min_similarity
-        allowed = {p: vocabulary[row] for p, row in zip(positions, ok) if row.any()}
+    ids, mask, first, label, allowed = _swap_setup(classifier, text, vocabulary, min_similarity, max_edits)
     if not allowed:
         return (float(first[label]), np.array([])) + (([],) if return_texts else ())
     rng = np.random.default_rng(seed)
@@ -350,3 +361,41 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
         end = int(mask[0].sum()) - 1
         result += ([classifier.tokenizer.decode(row[1:end]) for row in trials],)
     return result
+
+
+@dataclass
+class SwapSpace:
+    """Every edit allowed under an attack's constraints, searched exhaustively (``exhaustive_swaps``)."""
+    p_before: float   # p(predicted class) of the original text
+    n_swaps: int      # allowed (position, word) pairs
+    n_edits: int      # edits of 1 to max_edits swaps at distinct positions
+    p_min: float      # lowest p(predicted class) over those edits (p_before if there is none)
+    best_text: str    # the edit that reaches p_min (the original text if there is none)
+
+
+@torch.no_grad()
+def exhaustive_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3, batch_size=512, search=True):
+    """Search every edit of 1 to ``max_edits`` swaps that ``random_swaps`` and ``perturbation.hotflip``
+    may make under the same constraints (positions, vocabulary, similarity), and return a ``SwapSpace``:
+    the size of the space and the lowest p(predicted class) any of its edits reaches. With
+    ``search=False`` it only counts the space (no model call on the edits; p_min is nan)."""
+    from itertools import combinations, product
+
+    ids, mask, first, label, allowed = _swap_setup(classifier, text, vocabulary, min_similarity, max_edits)
+    edits = [(combo, words) for r in range(1, min(max_edits, len(allowed)) + 1)
+             for combo in combinations(sorted(allowed), r)
+             for words in product(*(allowed[p].tolist() for p in combo))]
+    n_swaps = sum(len(v) for v in allowed.values())
+    if not edits:
+        return SwapSpace(float(first[label]), 0, 0, float(first[label]), text)
+    if not search:
+        return SwapSpace(float(first[label]), n_swaps, len(edits), float("nan"), "")
+    trials = ids.repeat(len(edits), 1)
+    for t, (combo, words) in enumerate(edits):
+        trials[t, list(combo)] = torch.tensor(words)
+    p = torch.cat([classifier(input_ids=chunk, attention_mask=mask.repeat(len(chunk), 1)).softmax(-1)[:, label]
+                   for chunk in trials.split(batch_size)])
+    best = int(p.argmin())
+    end = int(mask[0].sum()) - 1
+    return SwapSpace(float(first[label]), n_swaps, len(edits), float(p[best]),
+                     classifier.tokenizer.decode(trials[best, 1:end]))
