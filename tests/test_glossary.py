@@ -52,7 +52,7 @@ TERMS = {
                           "forward hook", "residual stream", "decoder layer", "window", "resample ablation",
                           "mean ablation", "total effect", "positive control", "logit difference", "severed MLP",
                           "instruction tuning", "quantisation", "causal mediation analysis",
-                          "beginning-of-sequence token"],
+                          "beginning-of-sequence token", "causal attention"],
     "09-activation-patching": ["activation patching", "patched run", "logit difference", "normalised recovery",
                                "attribution patching", "logit lens", "tuned lens", "residual stream",
                                "denoising", "noising", "direct logit attribution", "GradDrop"],
