@@ -311,6 +311,12 @@ def _allowed_swaps(classifier, table, ids, vocabulary, min_similarity):
     return {p: vocabulary[row] for p, row in zip(positions, ok) if row.any()}
 
 
+def _decode_edit(classifier, row, mask):
+    """The text of one edited row of token ids, without its [CLS] and [SEP] (``mask`` is the original's)."""
+    end = int(mask[0].sum()) - 1
+    return classifier.tokenizer.decode(row[1:end])
+
+
 def _swap_setup(classifier, text, vocabulary, min_similarity, max_edits):
     """Check the arguments; return ids, mask, p of the original, its label and the allowed swaps."""
     from xai_lesson.perturbation import _check_attack_text, _check_classifier, _check_min_similarity
@@ -358,8 +364,7 @@ def random_swaps(classifier, text, vocabulary, min_similarity=None, max_edits=3,
     after = classifier(input_ids=trials, attention_mask=mask.repeat(n_trials, 1)).softmax(-1)[:, label]
     result = float(first[label]), after.numpy().astype(float)
     if return_texts:
-        end = int(mask[0].sum()) - 1
-        result += ([classifier.tokenizer.decode(row[1:end]) for row in trials],)
+        result += ([_decode_edit(classifier, row, mask) for row in trials],)
     return result
 
 
@@ -396,6 +401,4 @@ def exhaustive_swaps(classifier, text, vocabulary, min_similarity=None, max_edit
     p = torch.cat([classifier(input_ids=chunk, attention_mask=mask.repeat(len(chunk), 1)).softmax(-1)[:, label]
                    for chunk in trials.split(batch_size)])
     best = int(p.argmin())
-    end = int(mask[0].sum()) - 1
-    return SwapSpace(float(first[label]), n_swaps, len(edits), float(p[best]),
-                     classifier.tokenizer.decode(trials[best, 1:end]))
+    return SwapSpace(float(first[label]), n_swaps, len(edits), float(p[best]), _decode_edit(classifier, trials[best], mask))

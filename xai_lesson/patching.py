@@ -473,7 +473,8 @@ def corruption_by_metric(model, pair, layers, position, noise, samples=10, seed=
     if pair.subject_range is None:
         raise ValueError("pair.subject_range is None: noise needs the subject's tokens. Build the pair with "
                          "make_pair, fact_pairs or symmetric_pairs, which set it.")
-    decoder = transformer.model_modules(model)["layers"]
+    modules = transformer.model_modules(model)
+    decoder = modules["layers"]
     if isinstance(layers, (int, str)) or not list(layers):
         raise TypeError("layers must be a non-empty list of layer indices, e.g. [0, 9, 21].")
     layers = [validate.index(i, len(decoder), "each of layers", "layers") for i in layers]
@@ -483,7 +484,7 @@ def corruption_by_metric(model, pair, layers, position, noise, samples=10, seed=
     start, end = pair.subject_range
     draws = torch.randn((samples, end - start, model.config.hidden_size), generator=torch.Generator().manual_seed(seed))
     _, clean_states = run_with_cache(model, pair.clean_ids, sites(model, "hidden"))
-    embed = model.get_input_embeddings()
+    embed = modules["embed"]
     n = len(layers)
     with torch.inference_mode():
         clean_embeds, corrupted_embeds = embed(pair.clean_ids), embed(pair.corrupted_ids)
